@@ -1,0 +1,1 @@
+"""Loading run folders into polars frames, and plotly figures built from them."""

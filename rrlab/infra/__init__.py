@@ -1,0 +1,1 @@
+"""Infrastructure: the embedded or user-given PostgreSQL and ClickHouse, and their set-up."""

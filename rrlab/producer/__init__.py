@@ -1,0 +1,1 @@
+"""The producer: realistic TaskRun inserts, updates and deletes at a target rate."""

@@ -1,0 +1,1 @@
+"""Profiling: memray, line-profiler, py-spy, and the always-on process samplers."""

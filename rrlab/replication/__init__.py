@@ -1,0 +1,1 @@
+"""PostgreSQL logical replication: the copy-both wire protocol and the pgoutput decoder."""

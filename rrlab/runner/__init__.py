@@ -1,0 +1,1 @@
+"""The phase runner: starts the consumer and producers as processes and collects metrics."""

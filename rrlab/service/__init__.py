@@ -1,0 +1,1 @@
+"""The runs replication service (the consumer): transactions, flush scheduling, transform, sinks."""
