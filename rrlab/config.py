@@ -213,24 +213,35 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
         ]
         found = next((c for c in candidates if c.exists()), None)
         if found is None:
-            raise ConfigError(f"Params file {str(path)!r} does not exist. Give a path to a .yaml or .json file (see params/).")
+            raise ConfigError(
+                f"Params file {str(path)!r} does not exist. "
+                "Give a path to a .yaml or .json file (see params/)."
+            )
         path = found
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"Params file {str(path)!r} cannot be read: {exc.strerror}.") from None
+    kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"Params file {str(path)!r} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        raise ConfigError(
+            f"Params file {str(path)!r} is not valid {kind}: {exc}"
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"Params file {str(path)!r} must hold a mapping of settings, not a {type(data).__name__}.")
+        raise ConfigError(
+            f"Params file {str(path)!r} must hold a mapping of settings, "
+            f"not a {type(data).__name__}."
+        )
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+def load_config(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None
+) -> RunConfig:
     """Defaults, then the params file at ``path``, then ``overrides`` (dotted or nested keys)."""
     data = _normalise(read_params_file(path)) if path is not None else {}
     return build_config(_merge(data, _nest(overrides or {})))
@@ -242,35 +253,27 @@ def build_config(data: dict[str, Any]) -> RunConfig:
 
 
 def _normalise(data: Any) -> Any:
-    """snake_case every key; move the seed's top-level/infrastructure keys to their section."""
-    if isinstance(data, list):
-        return [_normalise(item) for item in data]
+    """snake_case every key, then move the seed harness's keys to where rrlab keeps them."""
+    data = _snake_keys(data)
     if not isinstance(data, dict):
         return data
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        key = snake_case(str(key))
-        if key in ("infrastructure",) and isinstance(value, dict):
-            for inner_key, inner in _normalise(value).items():
-                section = _SECTION_OF_SEED_KEY.get(inner_key, "postgres")
-                out.setdefault(section, {})[inner_key] = inner
-            continue
-        if key == "use_mock_clickhouse":
-            if value:
-                out.setdefault("clickhouse", {})["sink"] = "mock"
-            continue
-        if key == "enabled" and not value:
-            continue
-        out[key] = _normalise(value)
-    consumer = out.get("consumer")
-    if isinstance(consumer, dict) and "use_mock_clickhouse" in consumer:
-        if consumer.pop("use_mock_clickhouse"):
-            out.setdefault("clickhouse", {})["sink"] = "mock"
+    for key, value in (data.pop("infrastructure", None) or {}).items():
+        data.setdefault(_SECTION_OF_SEED_KEY.get(key, "postgres"), {})[key] = value
     for section in ("producer", "consumer", "profiling", "output"):
-        sect = out.get(section)
-        if isinstance(sect, dict):
-            sect.pop("enabled", None)
-    return out
+        settings = data.get(section)
+        if isinstance(settings, dict):
+            settings.pop("enabled", None)
+            if settings.pop("use_mock_clickhouse", False):
+                data.setdefault("clickhouse", {})["sink"] = "mock"
+    return data
+
+
+def _snake_keys(data: Any) -> Any:
+    if isinstance(data, list):
+        return [_snake_keys(item) for item in data]
+    if isinstance(data, dict):
+        return {snake_case(str(key)): _snake_keys(value) for key, value in data.items()}
+    return data
 
 
 def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +343,8 @@ def _coerce(hint: Any, value: Any, key: str, meta: Any) -> Any:
     if origin is Literal:
         if value not in args:
             raise ConfigError(
-                f"{key} = {_show(value)} is not allowed. Choose one of: {', '.join(map(str, args))}."
+                f"{key} = {_show(value)} is not allowed. "
+                f"Choose one of: {', '.join(map(str, args))}."
             )
         return value
     if origin is list:
@@ -370,7 +374,8 @@ def _coerce(hint: Any, value: Any, key: str, meta: Any) -> Any:
         pattern = (meta or {}).get("pattern")
         if pattern is not None and not pattern.match(value):
             help_text = (meta or {}).get("help") or (
-                "lower-case letters, digits and _, starting with a letter or _, at most 63 characters"
+                "lower-case letters, digits and _, starting with a letter or _, "
+                "at most 63 characters"
             )
             raise ConfigError(f"{key} = {_show(value)} is not allowed: use {help_text}.")
         return value
@@ -404,19 +409,27 @@ def _check_whole(instance: Any, path: str) -> None:
         names = [p.name for p in instance.phases]
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
-            raise ConfigError(f"phases has two phases named {duplicate!r}: phase names must be unique.")
+            raise ConfigError(
+                f"phases has two phases named {duplicate!r}: phase names must be unique."
+            )
         if instance.clickhouse.sink == "clickhouse" and instance.clickhouse.clickhouse_url is None:
             raise ConfigError(
                 "clickhouse.sink = 'clickhouse' needs a server: set CLICKHOUSE_URL or "
                 "clickhouse.clickhouse_url (https://host:8443?username=...&password=...)."
             )
-    if isinstance(instance, ProducerConfig) and instance.delete_ratio > 1 - instance.insert_update_ratio:
+    if (
+        isinstance(instance, ProducerConfig)
+        and instance.delete_ratio > 1 - instance.insert_update_ratio
+    ):
         raise ConfigError(
             f"producer.delete_ratio = {instance.delete_ratio} is larger than the share of "
             f"non-insert writes (1 - insert_update_ratio = {1 - instance.insert_update_ratio:g}); "
             "deletes are taken from that share."
         )
-    if isinstance(instance, ConsumerConfig) and instance.insert_base_delay_ms > instance.insert_max_delay_ms:
+    if (
+        isinstance(instance, ConsumerConfig)
+        and instance.insert_base_delay_ms > instance.insert_max_delay_ms
+    ):
         raise ConfigError(
             f"consumer.insert_base_delay_ms = {instance.insert_base_delay_ms} exceeds "
             f"insert_max_delay_ms = {instance.insert_max_delay_ms}."

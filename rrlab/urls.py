@@ -76,7 +76,9 @@ class PostgresUrl:
 def parse_postgres_url(url: str) -> PostgresUrl:
     """Parse and validate a PostgreSQL URL; raise :class:`UrlError` naming the problem."""
     if not isinstance(url, str) or not url.strip():
-        raise UrlError("DATABASE_URL is empty. Give a URL like postgresql://user:pass@host:5432/db.")
+        raise UrlError(
+            "DATABASE_URL is empty. Give a URL like postgresql://user:pass@host:5432/db."
+        )
     try:
         parts = urlsplit(url.strip())
         port = parts.port
@@ -145,7 +147,9 @@ class ClickHouseUrl:
 def parse_clickhouse_url(url: str) -> ClickHouseUrl:
     """Parse and validate a ClickHouse URL; raise :class:`UrlError` naming the problem."""
     if not isinstance(url, str) or not url.strip():
-        raise UrlError("CLICKHOUSE_URL is empty. Give a URL like https://host:8443?username=u&password=p.")
+        raise UrlError(
+            "CLICKHOUSE_URL is empty. Give a URL like https://host:8443?username=u&password=p."
+        )
     try:
         parts = urlsplit(url.strip())
         port = parts.port

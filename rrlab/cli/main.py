@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, help_text in VERBS.items():
         module = importlib.import_module(f"rrlab.cli.{verb}")
         sub = subparsers.add_parser(verb, help=help_text, description=help_text)
-        sub.add_argument("-v", "--verbose", action="store_true", help="show debug logs and tracebacks")
+        sub.add_argument(
+            "-v", "--verbose", action="store_true", help="show debug logs and tracebacks"
+        )
         module.add_arguments(sub)
         sub.set_defaults(handler=module.main)
     return parser
