@@ -1,0 +1,339 @@
+"""Seeded generation of TaskRun rows and status transitions in the upstream generator's shape.
+
+Everything here is a pure function of a ``random.Random`` and the times passed in, so a seed
+reproduces the exact rows; the writer decides when and how they reach PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+TASK_IDENTIFIERS = (
+    "send-welcome-email",
+    "process-order",
+    "generate-report",
+    "sync-crm-contacts",
+    "resize-image",
+    "transcribe-audio",
+    "charge-subscription",
+    "index-document",
+    "notify-slack",
+    "cleanup-stale-sessions",
+)
+QUEUES = ("task/default", "emails", "media-processing", "billing")
+WORKER_QUEUES = ("main", "us-east-1", "eu-central-1", "ap-southeast-1")
+MACHINE_PRESETS = ("micro", "small-1x", "small-2x", "medium-1x")
+# cents per millisecond of compute, by machine preset (the shape of upstream's price table)
+_CENTS_PER_MS = {
+    "micro": 0.0000169,
+    "small-1x": 0.0000338,
+    "small-2x": 0.0000675,
+    "medium-1x": 0.000085,
+}
+_TAGS = ("user:alice", "user:bob", "env:prod", "priority:high", "batch:nightly", "tenant:acme")
+_PLAN_TYPES = ("free", "hobby", "pro", "enterprise")
+_REGIONS = ("us-east-1", "eu-central-1")
+
+PENDING = "PENDING"
+EXECUTING = "EXECUTING"
+COMPLETED_SUCCESSFULLY = "COMPLETED_SUCCESSFULLY"
+FAILED_STATUSES = ("COMPLETED_WITH_ERRORS", "SYSTEM_FAILURE", "CRASHED")
+_FAILED_WEIGHTS = (0.7, 0.15, 0.15)
+TERMINAL_STATUSES = (COMPLETED_SUCCESSFULLY, *FAILED_STATUSES)
+# the only transitions the producer makes; terminal runs are never touched again
+NEXT_STATUSES = {PENDING: (EXECUTING,), EXECUTING: TERMINAL_STATUSES}
+
+JSON_TYPE = "application/json"
+SUPER_JSON_TYPE = "application/super+json"
+
+# Columns set by an insert, in the order of the tuples new_run() returns. Every NOT NULL
+# column of TaskRun is here, even those with a database default, as Prisma sends them all.
+INSERT_COLUMNS = (
+    "id",
+    "friendlyId",
+    "number",
+    "taskIdentifier",
+    "payload",
+    "payloadType",
+    "runtimeEnvironmentId",
+    "projectId",
+    "organizationId",
+    "environmentType",
+    "createdAt",
+    "updatedAt",
+    "status",
+    "traceId",
+    "spanId",
+    "traceContext",
+    "queue",
+    "masterQueue",
+    "isTest",
+    "runTags",
+    "idempotencyKey",
+    "idempotencyKeyExpiresAt",
+    "idempotencyKeyOptions",
+    "concurrencyKey",
+    "machinePreset",
+    "taskVersion",
+    "sdkVersion",
+    "cliVersion",
+    "queuedAt",
+    "queueTimestamp",
+    "maxAttempts",
+    "maxDurationInSeconds",
+    "ttl",
+    "engine",
+    "priorityMs",
+    "depth",
+    "usageDurationMs",
+    "costInCents",
+    "baseCostInCents",
+    "resumeParentOnCompletion",
+    "metadataType",
+    "outputType",
+    "seedMetadataType",
+    "metadataVersion",
+    "taskEventStore",
+    "realtimeStreamsVersion",
+    "realtimeStreams",
+    "bulkActionGroupIds",
+    "annotations",
+    "lockedRetryConfig",
+    "planType",
+    "region",
+)
+# jsonb columns among INSERT_COLUMNS and the update columns; values are JSON text
+JSONB_COLUMNS = frozenset(
+    {"traceContext", "idempotencyKeyOptions", "annotations", "lockedRetryConfig", "error"}
+)
+EXECUTING_COLUMNS = (
+    "status",
+    "updatedAt",
+    "startedAt",
+    "executedAt",
+    "attemptNumber",
+    "isWarmStart",
+)
+COMPLETION_COLUMNS = (
+    "status",
+    "updatedAt",
+    "completedAt",
+    "usageDurationMs",
+    "costInCents",
+    "baseCostInCents",
+    "output",
+    "error",
+)
+
+_BASE36 = string.digits + string.ascii_lowercase
+# fmt: off
+_WORDS = (
+    "order", "customer", "invoice", "shipment", "payment", "refund", "webhook", "retry",
+    "queue", "batch", "report", "export", "import", "email", "image", "audio", "video",
+    "token", "session", "account", "project", "region", "deploy", "build",
+)
+# fmt: on
+
+
+@dataclass(frozen=True)
+class RunOwner:
+    """The organization, project and environment fixtures every generated run belongs to."""
+
+    organization_id: str
+    project_id: str
+    environment_id: str
+    environment_type: str = "DEVELOPMENT"
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """One status transition of one run: the new status and the columns it sets."""
+
+    run_id: str
+    status: str
+    columns: tuple[str, ...]
+    values: tuple[Any, ...]
+
+
+def base36(rng: random.Random, length: int) -> str:
+    return "".join(rng.choices(_BASE36, k=length))
+
+
+class RunGenerator:
+    """Makes TaskRun inserts and status transitions for one producer worker."""
+
+    def __init__(
+        self,
+        rng: random.Random,
+        owner: RunOwner,
+        *,
+        payload_size_kb: float = 1.0,
+        super_json_ratio: float = 0.0,
+        error_rate: float = 0.05,
+    ) -> None:
+        self._rng = rng
+        self._owner = owner
+        self._payload_bytes = round(payload_size_kb * 1024)
+        self._super_json_ratio = super_json_ratio
+        self._error_rate = error_rate
+        self._number = 0
+        # One seeded text, longer than any padding, to cut payload padding from: cheap per
+        # row, still varied. Words average over 5 characters, so n/2 words exceed n bytes.
+        words = [rng.choice(_WORDS) for _ in range(8_192 + self._payload_bytes // 2)]
+        self._filler = " ".join(words)
+
+    def new_run(self, now: datetime) -> tuple[Any, ...]:
+        """A PENDING run created at ``now`` (naive UTC), values in INSERT_COLUMNS order."""
+        rng = self._rng
+        self._number += 1
+        task = rng.choice(TASK_IDENTIFIERS)
+        trace_id = f"{rng.getrandbits(128):032x}"
+        span_id = f"{rng.getrandbits(64):016x}"
+        payload_type = SUPER_JSON_TYPE if rng.random() < self._super_json_ratio else JSON_TYPE
+        idempotent = rng.random() < 0.2
+        user_key = f"{task}-{base36(rng, 10)}" if idempotent else None
+        preset = rng.choice(MACHINE_PRESETS)
+        return (
+            "c" + base36(rng, 24),
+            f"run_{self._number}_{base36(rng, 12)}",
+            self._number,
+            task,
+            self._payload(payload_type, now),
+            payload_type,
+            self._owner.environment_id,
+            self._owner.project_id,
+            self._owner.organization_id,
+            self._owner.environment_type,
+            now,
+            now,
+            PENDING,
+            trace_id,
+            span_id,
+            json.dumps({"traceparent": f"00-{trace_id}-{span_id}-01"}),
+            rng.choice(QUEUES),
+            rng.choice(WORKER_QUEUES),
+            rng.random() < 0.05,
+            rng.sample(_TAGS, rng.randint(0, 3)),
+            f"{rng.getrandbits(256):064x}" if idempotent else None,
+            now + timedelta(days=30) if idempotent else None,
+            json.dumps({"key": user_key, "scope": rng.choice(("run", "attempt", "global"))})
+            if idempotent
+            else None,
+            f"user-{rng.randint(1, 500)}" if rng.random() < 0.15 else None,
+            preset,
+            f"20250{rng.randint(1, 9)}01.{rng.randint(1, 40)}",
+            "4.0.4",
+            "4.0.4",
+            now,
+            now,
+            3,
+            3600 if rng.random() < 0.3 else None,
+            "10m" if rng.random() < 0.5 else None,
+            "V2",
+            0,
+            0,
+            0,
+            0.0,
+            0.0,
+            False,
+            JSON_TYPE,
+            JSON_TYPE,
+            JSON_TYPE,
+            1,
+            "taskEvent",
+            "v1",
+            [],
+            [],
+            json.dumps(
+                {
+                    "triggerSource": "api",
+                    "triggerAction": "trigger",
+                    "rootTriggerSource": "api",
+                    "taskKind": "STANDARD",
+                }
+            )
+            if rng.random() < 0.5
+            else None,
+            json.dumps(
+                {"maxAttempts": 3, "factor": 2, "minTimeoutInMs": 1000, "maxTimeoutInMs": 10000}
+            ),
+            rng.choice(_PLAN_TYPES),
+            rng.choice(_REGIONS),
+        )
+
+    def transition(self, run_id: str, status: str, now: datetime) -> RunUpdate:
+        """The next real status change of a run currently in ``status`` (PENDING or EXECUTING)."""
+        rng = self._rng
+        if status == PENDING:
+            return RunUpdate(
+                run_id, EXECUTING, EXECUTING_COLUMNS, (EXECUTING, now, now, now, 1, False)
+            )
+        if status != EXECUTING:
+            raise ValueError(f"run {run_id} in status {status} has no further transition")
+        usage_ms = min(int(rng.lognormvariate(7.5, 1.2)), 900_000)
+        cost = round(usage_ms * _CENTS_PER_MS[rng.choice(MACHINE_PRESETS)], 6)
+        if rng.random() < self._error_rate:
+            new_status = rng.choices(FAILED_STATUSES, _FAILED_WEIGHTS)[0]
+            output, error = None, json.dumps(self._error(new_status))
+        else:
+            new_status = COMPLETED_SUCCESSFULLY
+            output = json.dumps({"ok": True, "processed": rng.randint(1, 5_000), "ms": usage_ms})
+            error = None
+        values = (new_status, now, now, usage_ms, cost, 0.0025, output, error)
+        return RunUpdate(run_id, new_status, COMPLETION_COLUMNS, values)
+
+    def _payload(self, payload_type: str, now: datetime) -> str:
+        rng = self._rng
+        body: dict[str, Any] = {
+            "orderId": f"ord_{base36(rng, 14)}",
+            "customerId": f"cus_{base36(rng, 14)}",
+            "amount": rng.randint(100, 500_000),
+            "currency": rng.choice(("usd", "eur", "gbp")),
+            "items": [{"sku": f"SKU-{rng.randint(1000, 9999)}", "qty": rng.randint(1, 5)}],
+            "notes": "",
+        }
+        if payload_type == SUPER_JSON_TYPE:
+            body["scheduledFor"] = now.isoformat(timespec="milliseconds") + "Z"
+            document: dict[str, Any] = {
+                "json": body,
+                "meta": {"values": {"scheduledFor": ["Date"]}},
+            }
+        else:
+            document = body
+        # filler is plain ASCII words, so n characters of notes add exactly n bytes of JSON
+        missing = self._payload_bytes - len(json.dumps(document))
+        if missing > 0:
+            start = rng.randrange(len(self._filler) - missing)
+            body["notes"] = self._filler[start : start + missing]
+        return json.dumps(document)
+
+    def _error(self, status: str) -> dict[str, Any]:
+        rng = self._rng
+        if status == "COMPLETED_WITH_ERRORS":
+            order = rng.randint(10_000, 99_999)
+            return {
+                "type": "BUILT_IN_ERROR",
+                "name": rng.choice(("Error", "TypeError")),
+                "message": f"Failed to process order {order} for customer cus_{base36(rng, 14)}",
+                "stackTrace": (
+                    f"Error: Failed to process order {order}\n"
+                    f"    at processOrder (/app/src/trigger/orders.ts:{rng.randint(10, 300)}:13)\n"
+                    "    at run (/app/src/trigger/orders.ts:12:20)"
+                ),
+            }
+        if status == "SYSTEM_FAILURE":
+            return {
+                "type": "INTERNAL_ERROR",
+                "code": "TASK_RUN_HEARTBEAT_TIMEOUT",
+                "message": f"Run heartbeat timed out after {rng.randint(30, 600)} seconds",
+            }
+        return {
+            "type": "INTERNAL_ERROR",
+            "code": "TASK_PROCESS_EXITED_WITH_NON_ZERO_CODE",
+            "message": f"Process {rng.randint(100, 65_535)} exited with code 137 (out of memory)",
+        }
