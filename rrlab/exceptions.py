@@ -45,3 +45,11 @@ class RunError(RrlabError):
 
 class ResultsError(RrlabError):
     """The results folder cannot be written or a run folder cannot be read."""
+
+
+class RunInterruptedError(RrlabError):
+    """The run was stopped by Ctrl+C or SIGTERM; what was measured so far is in ``run_dir``."""
+
+    def __init__(self, message: str, run_dir: object) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir

@@ -1,0 +1,125 @@
+"""``rrlab.run(...)``: one run from options to a results folder. The CLI and notebooks call it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rrlab.config import RunConfig, from_environment, load_config
+from rrlab.exceptions import RrlabError, RunInterruptedError
+from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
+from rrlab.runner.infrastructure import prepared_infrastructure
+from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
+
+log = logging.getLogger(__name__)
+
+SHORT_WARMUP = {"name": "warmup", "duration_s": 5, "target_throughput": 1000}
+
+# run() keyword → dotted configuration key
+OPTION_KEYS = {
+    "sink": "clickhouse.sink",
+    "profile": "profiling.mode",
+    "output": "output.results_dir",
+    "run_name": "output.run_name",
+    "verbose": "output.verbose",
+    "database_url": "postgres.database_url",
+    "clickhouse_url": "clickhouse.clickhouse_url",
+    "flush_batch_size": "consumer.flush_batch_size",
+    "flush_interval_ms": "consumer.flush_interval_ms",
+    "max_flush_concurrency": "consumer.max_flush_concurrency",
+    "mock_delay_ms": "consumer.mock_delay_ms",
+    "workers": "producer.workers",
+    "insert_update_ratio": "producer.insert_update_ratio",
+    "payload_size_kb": "producer.payload_size_kb",
+    "batch_size": "producer.batch_size",
+}
+
+
+def resolve_config(
+    config: str | Path | RunConfig | None = None,
+    *,
+    throughput: int | None = None,
+    duration: float | None = None,
+    mock_clickhouse: bool = False,
+    overrides: dict[str, Any] | None = None,
+    **options: Any,
+) -> RunConfig:
+    """Params file (or defaults), then options, then environment URLs; validated."""
+    unknown = sorted(set(options) - set(OPTION_KEYS))
+    if unknown:
+        raise TypeError(f"run() got unknown option {unknown[0]!r}; known: {sorted(OPTION_KEYS)}")
+    flat = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
+    if mock_clickhouse:
+        flat["clickhouse.sink"] = "mock"
+    flat.update(overrides or {})
+    base = config if isinstance(config, RunConfig) else load_config(config)
+    resolved = base.with_overrides(flat)
+    if throughput is not None or duration is not None:
+        phases = _phases_from(resolved, throughput, duration, single=config is None)
+        resolved = resolved.with_overrides({"phases": phases})
+    return from_environment(resolved, dict(os.environ))
+
+
+def _phases_from(config: RunConfig, throughput, duration, single: bool) -> list[dict[str, Any]]:
+    """-t/-d without a params file: a short warmup and one phase; with one: override each."""
+    if single:
+        return [
+            SHORT_WARMUP,
+            {"name": "load", "duration_s": duration or 60, "target_throughput": throughput or 5000},
+        ]
+    return [
+        {
+            "name": p.name,
+            "duration_s": duration if duration is not None else p.duration_s,
+            "target_throughput": throughput if throughput is not None else p.target_throughput,
+        }
+        for p in config.phases
+    ]
+
+
+def run(
+    config: str | Path | RunConfig | None = None,
+    *,
+    progress: bool = True,
+    **options: Any,
+) -> Path:
+    """Run the phases of ``config`` and return the run folder.
+
+    Options are those of ``rrlab run``: throughput, duration, sink, mock_clickhouse,
+    profile, output, run_name, verbose, flush_batch_size, ... (see OPTION_KEYS) and
+    ``overrides`` (dotted keys). Raises RrlabError with a clear message on bad input.
+    """
+    resolved = resolve_config(config, **options)
+    run_dir = create_run_dir(resolved)
+    write_config(run_dir, resolved)
+    metadata = run_metadata(resolved, run_dir)
+    phases: list[dict[str, Any]] = []
+    orchestrator: Orchestrator | None = None
+    try:
+        with interrupts_as_exceptions(), prepared_infrastructure(resolved, run_dir) as infra:
+            metadata["postgres_version"] = infra.postgres_version
+            metadata["clickhouse_version"] = infra.clickhouse_version
+            orchestrator = Orchestrator(resolved, run_dir, infra, progress=progress)
+            phases = orchestrator.run()
+            metadata["status"] = "complete"
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        metadata["error"] = f"interrupted ({exc or 'SIGINT'})"
+        raise RunInterruptedError(
+            f"The run was interrupted ({exc or 'SIGINT'}); the metrics gathered so far are "
+            f"in {run_dir}/metrics.json, marked incomplete.",
+            run_dir,
+        ) from None
+    except RrlabError as exc:
+        metadata["error"] = str(exc)
+        raise
+    finally:
+        if orchestrator is not None:
+            phases = orchestrator.phases_done
+            metadata["consumer_restarts"] = orchestrator.consumer_restarts
+            orchestrator.recorder.write(run_dir / "timeseries")
+        metadata["ended_at"] = datetime.now(UTC).isoformat()
+        write_metrics(run_dir, metadata, phases)
+    return run_dir

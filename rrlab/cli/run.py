@@ -1,0 +1,67 @@
+"""``rrlab run``: flags mapped onto :func:`rrlab.api.run`; prints the run folder last."""
+
+from __future__ import annotations
+
+import argparse
+
+from rrlab.api import run
+from rrlab.exceptions import RunInterruptedError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", help="params file (YAML or JSON)")
+    parser.add_argument("-t", "--throughput", type=int, metavar="N", help="records/s per phase")
+    parser.add_argument("-d", "--duration", type=float, metavar="S", help="seconds per phase")
+    parser.add_argument("--sink", choices=["chdb", "clickhouse", "mock"], help="ClickHouse sink")
+    parser.add_argument(
+        "--mock-clickhouse", action="store_true", help="same as --sink mock (no ClickHouse I/O)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=["none", "memray", "lines", "both", "flame"],
+        help="profile the consumer",
+    )
+    parser.add_argument("--output", metavar="DIR", help="results folder (default results/)")
+    parser.add_argument("--run-name", metavar="NAME", help="name of the run folder")
+    parser.add_argument(
+        "--database-url", metavar="URL", help="a PostgreSQL server to use (or DATABASE_URL)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any setting, e.g. --set consumer.flush_batch_size=100 (repeatable)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser_error = f"--set {item!r} must look like KEY=VALUE"
+            raise SystemExit(f"rrlab run: {parser_error}")
+        overrides[key.strip()] = value.strip()
+    try:
+        run_dir = run(
+            args.config,
+            throughput=args.throughput,
+            duration=args.duration,
+            sink=args.sink,
+            mock_clickhouse=args.mock_clickhouse,
+            profile=args.profile,
+            output=args.output,
+            run_name=args.run_name,
+            verbose=args.verbose or None,
+            database_url=args.database_url,
+            overrides=overrides,
+            progress=not args.no_progress,
+        )
+    except RunInterruptedError as exc:
+        print(exc, flush=True)
+        print(exc.run_dir, flush=True)
+        return 130
+    print(run_dir, flush=True)
+    return 0

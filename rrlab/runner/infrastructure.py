@@ -1,0 +1,62 @@
+"""Bringing up what a run needs: PostgreSQL set up for profiling, and the ClickHouse sink.
+
+The result is an :class:`Infrastructure` whose clear-text URLs are handed to child
+processes through their environment only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from rrlab.config import RunConfig
+from rrlab.infra.ch_migrations import run_migrations
+from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
+from rrlab.infra.pg_setup import setup_profiling_database
+from rrlab.infra.postgres import resolve_postgres
+from rrlab.urls import PostgresUrl
+
+ENV_DATABASE_URL = "RRLAB_DATABASE_URL"
+ENV_CLICKHOUSE_URL = "RRLAB_CLICKHOUSE_URL"
+
+
+@dataclass
+class Infrastructure:
+    """Connection details of a prepared run (URLs hold secrets: never print them)."""
+
+    database: PostgresUrl
+    clickhouse_url: str | None
+    postgres_version: str
+    clickhouse_version: str | None
+
+    def child_environment(self) -> dict[str, str]:
+        env = {ENV_DATABASE_URL: self.database.url}
+        if self.clickhouse_url:
+            env[ENV_CLICKHOUSE_URL] = self.clickhouse_url
+        return env
+
+
+@contextlib.contextmanager
+def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infrastructure]:
+    """Set up PostgreSQL and ClickHouse for one run; stop what was started on exit."""
+    server = resolve_postgres(config.postgres)
+    database = setup_profiling_database(server, config)
+    with psycopg.connect(database.url, autocommit=True) as conn:
+        postgres_version = conn.execute("SHOW server_version").fetchone()[0]
+    with contextlib.ExitStack() as stack:
+        clickhouse_url, clickhouse_version = None, None
+        if config.clickhouse.sink == "chdb":
+            embedded = stack.enter_context(EmbeddedClickHouse(run_dir / "clickhouse"))
+            clickhouse_url = embedded.url
+        elif config.clickhouse.sink == "clickhouse":
+            clickhouse_url = config.clickhouse.clickhouse_url.reveal()
+        if clickhouse_url:
+            client = clickhouse_client(clickhouse_url)
+            run_migrations(client, config.clickhouse.database)
+            clickhouse_version = client.server_version
+            client.close()
+        yield Infrastructure(database, clickhouse_url, postgres_version, clickhouse_version)

@@ -1,0 +1,132 @@
+"""Collecting the runner's samples and closing each phase's metrics.
+
+Every sample the children report is kept (no truncated window), tagged with the
+phase it belongs to; a phase's percentiles come from all of its samples. Samples
+reported while the consumer catches up after a phase still belong to that phase.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+# series name → column → polars dtype. Files in timeseries/ are written with these schemas,
+# so an empty series still has its columns and analysis code never special-cases it.
+SERIES: dict[str, dict[str, Any]] = {
+    "producer": {
+        "t": pl.Float64, "phase": pl.Utf8, "process": pl.Utf8, "inserts": pl.Int64,
+        "updates": pl.Int64, "deletes": pl.Int64, "records": pl.Int64, "errors": pl.Int64,
+        "target_rate": pl.Float64,
+    },
+    "producer_latency": {
+        "t": pl.Float64, "phase": pl.Utf8, "process": pl.Utf8, "operation": pl.Utf8,
+        "rows": pl.Int64, "latency_ms": pl.Float64,
+    },
+    "consumer": {
+        "t": pl.Float64, "phase": pl.Utf8, "records": pl.Int64, "inserts": pl.Int64,
+        "updates": pl.Int64, "deletes": pl.Int64, "transactions": pl.Int64,
+        "rows_flushed": pl.Int64, "flushes": pl.Int64, "pending": pl.Int64,
+        "in_flight": pl.Int64, "received_lsn": pl.Int64, "acked_lsn": pl.Int64,
+        "utilization": pl.Float64, "lag_p50_ms": pl.Float64, "lag_p95_ms": pl.Float64,
+        "lag_p99_ms": pl.Float64, "lag_max_ms": pl.Float64,
+    },
+    "lag": {"t": pl.Float64, "phase": pl.Utf8, "lag_ms": pl.Float64},
+    "flushes": {
+        "t": pl.Float64, "phase": pl.Utf8, "batch_size": pl.Int64, "task_rows": pl.Int64,
+        "payload_rows": pl.Int64, "bytes": pl.Int64, "duration_ms": pl.Float64,
+        "retries": pl.Int64, "errors": pl.Int64,
+    },
+    "processes": {
+        "t": pl.Float64, "phase": pl.Utf8, "process": pl.Utf8, "pid": pl.Int64,
+        "cpu_percent": pl.Float64, "rss_mb": pl.Float64,
+    },
+}  # fmt: skip
+
+
+def percentiles(values: list[float] | pl.Series) -> dict[str, float | None]:
+    """p50/p95/p99 of all values (linear interpolation); None for no values."""
+    series = pl.Series(values, dtype=pl.Float64).drop_nulls()
+    if series.len() == 0:
+        return {"p50": None, "p95": None, "p99": None}
+    return {
+        f"p{q}": round(float(series.quantile(q / 100, interpolation="linear")), 3)
+        for q in (50, 95, 99)
+    }
+
+
+class Recorder:
+    """Accumulates samples per series and turns a phase's samples into its summary."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
+
+    def add(self, series: str, row: dict[str, Any]) -> None:
+        columns = SERIES[series]
+        self.rows[series].append({name: row.get(name) for name in columns})
+
+    def frame(self, series: str) -> pl.DataFrame:
+        return pl.DataFrame(self.rows.get(series, []), schema=SERIES[series], orient="row")
+
+    def write(self, timeseries_dir: Path) -> None:
+        for series in SERIES:
+            self.frame(series).write_parquet(timeseries_dir / f"{series}.parquet")
+
+    def phase_summary(self, phase: dict[str, Any]) -> dict[str, Any]:
+        """The metrics.json object of one phase (keys as the results contract documents)."""
+        name = phase["name"]
+
+        def of_phase(series: str) -> pl.DataFrame:
+            return self.frame(series).filter(pl.col("phase") == name)
+
+        producer, consumer = of_phase("producer"), of_phase("consumer")
+        latency, lag, flushes = of_phase("producer_latency"), of_phase("lag"), of_phase("flushes")
+        processes = of_phase("processes")
+        duration = phase["duration_s"]
+        produced = int(producer["records"].sum())
+        consumed = int(consumer["records"].sum())
+        utilization = consumer["utilization"].drop_nulls()
+        return {
+            "name": name,
+            "duration_s": duration,
+            "target_throughput": phase["target_throughput"],
+            "started_at": phase.get("started_at"),
+            "ended_at": phase.get("ended_at"),
+            "records_produced": produced,
+            "inserts": int(producer["inserts"].sum()),
+            "updates": int(producer["updates"].sum()),
+            "deletes": int(producer["deletes"].sum()),
+            "producer_throughput": round(produced / phase["load_s"], 1) if produced else 0.0,
+            "producer_latency_ms": percentiles(latency["latency_ms"]),
+            "producer_latency_ms_by_operation": {
+                op: percentiles(group["latency_ms"])
+                for (op,), group in latency.group_by("operation")
+            },
+            "producer_errors": int(producer["errors"].sum()),
+            "records_consumed": consumed,
+            "consumer_throughput": (
+                round(consumed / phase["consume_s"], 1) if consumed and phase["consume_s"] else 0.0
+            ),
+            "batches_flushed": flushes.height,
+            "rows_flushed": int(flushes["task_rows"].sum()),
+            "flush_duration_ms": percentiles(flushes["duration_ms"]),
+            "flush_batch_size": percentiles(flushes["batch_size"]),
+            "flush_retries": int(flushes["retries"].sum()),
+            "flush_errors": int(flushes["errors"].sum()),
+            "replication_lag_ms": percentiles(lag["lag_ms"]),
+            "consumer_utilization": {
+                "mean": round(float(utilization.mean()), 4) if utilization.len() else None,
+                "p95": percentiles(utilization)["p95"],
+            },
+            "cpu_percent": {
+                process: round(float(group["cpu_percent"].mean()), 1)
+                for (process,), group in processes.group_by("process", maintain_order=True)
+            },
+            "peak_rss_mb": {
+                process: round(float(group["rss_mb"].max()), 1)
+                for (process,), group in processes.group_by("process", maintain_order=True)
+            },
+            "catch_up_s": phase.get("catch_up_s"),
+        }

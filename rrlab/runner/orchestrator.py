@@ -1,0 +1,351 @@
+"""The phase runner: starts the consumer and the producers, drives the phases, closes metrics.
+
+For each phase it sets the producers' rate, waits the phase's duration while a progress
+bar shows produced and consumed rates and lag, stops the producers, waits until the
+slot's confirmed flush position reaches the WAL position at stop (the consumer has
+caught up), and closes the phase's metrics. Ctrl+C or SIGTERM ends the run early:
+producers stop, the consumer flushes, metrics so far are written marked incomplete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+from tqdm.auto import tqdm
+
+from rrlab.config import RunConfig
+from rrlab.exceptions import RunError
+from rrlab.runner.infrastructure import Infrastructure
+from rrlab.runner.ipc import ControlServer
+from rrlab.runner.metrics import Recorder
+from rrlab.runner.processes import ChildProcess, python_module_command
+from rrlab.service.events import lsn_to_int
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 60.0
+CATCH_UP_TIMEOUT_S = 120.0
+PAUSE_BETWEEN_PHASES_S = 1.0
+CONSUMER = "consumer"
+
+
+class RunInterrupted(Exception):
+    """Ctrl+C or SIGTERM reached the runner."""
+
+
+class Orchestrator:
+    """Runs the phases of one run against prepared infrastructure."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path,
+        infra: Infrastructure,
+        *,
+        progress: bool = True,
+        consumer_wrapper: Callable[[int], list[str] | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self.infra = infra
+        self.progress = progress
+        self.consumer_wrapper = consumer_wrapper or (lambda attempt: None)
+        self.recorder = Recorder()
+        self.server = ControlServer()
+        self.consumer: ChildProcess | None = None
+        self.producers: dict[str, ChildProcess] = {}
+        self.consumer_restarts = 0
+        self.phase_name = "startup"
+        self.phases_done: list[dict[str, Any]] = []
+        self.started = time.time()
+        self._producer_done: set[str] = set()
+        self._ready: set[str] = set()
+        self._samplers: dict[int, psutil.Process] = {}
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def run(self) -> list[dict[str, Any]]:
+        """Run every phase; returns the phase summaries (also on interruption, so far)."""
+        try:
+            self._start_consumer()
+            self._start_producers()
+            for index, phase in enumerate(self.config.phases):
+                if index:
+                    self._pump(PAUSE_BETWEEN_PHASES_S)
+                self._run_phase(phase.name, phase.duration_s, phase.target_throughput)
+        finally:
+            self.shutdown()
+        return self.phases_done
+
+    def shutdown(self) -> None:
+        """Stop producers, let the consumer flush and exit; kill whatever does not stop."""
+        for name in self.producers:
+            self.server.send(name, {"cmd": "shutdown"})
+        for child in self.producers.values():
+            child.stop()
+        if self.consumer is not None:
+            self.server.send(CONSUMER, {"cmd": "shutdown"})
+            self.consumer.stop()
+        self._drain_messages()
+        self.server.close()
+
+    # --- children ---------------------------------------------------------------
+
+    def _child_env(self, name: str) -> dict[str, str]:
+        return {**self.infra.child_environment(), **self.server.child_environment(name)}
+
+    def _start_consumer(self) -> None:
+        args = ["--config", str(self.run_dir / "config.json")]
+        wrapper = self.consumer_wrapper(self.consumer_restarts)
+        self.consumer = ChildProcess(
+            CONSUMER,
+            python_module_command("rrlab.service.consumer", args, wrapper),
+            self._child_env(CONSUMER),
+            self.run_dir / "logs" / f"{CONSUMER}.log",
+        )
+        self._await_ready([CONSUMER])
+
+    def _start_producers(self) -> None:
+        for worker in range(self.config.producer.workers):
+            name = f"producer-{worker}"
+            args = ["--config", str(self.run_dir / "config.json"), "--worker-id", str(worker)]
+            self.producers[name] = ChildProcess(
+                name,
+                python_module_command("rrlab.producer", args),
+                self._child_env(name),
+                self.run_dir / "logs" / f"{name}.log",
+            )
+        self._await_ready(list(self.producers))
+
+    def _children(self) -> dict[str, ChildProcess]:
+        children = dict(self.producers)
+        if self.consumer is not None:
+            children[CONSUMER] = self.consumer
+        return children
+
+    def _await_ready(self, names: list[str]) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(name in self._ready for name in names):
+            self._pump(0.1)
+            for name in names:
+                child = self._children()[name]
+                if not child.alive() and name not in self._ready:
+                    raise RunError(f"The {name} process failed to start: {child.describe_exit()}")
+            if time.monotonic() > deadline:
+                waiting = ", ".join(n for n in names if n not in self._ready)
+                raise RunError(
+                    f"{waiting} did not report ready within {READY_TIMEOUT_S:.0f} s. "
+                    f"See the logs in {self.run_dir / 'logs'}."
+                )
+
+    def _check_children(self) -> None:
+        """Restart a dead consumer (up to max_restarts); a dead producer ends the run."""
+        for _name, child in self.producers.items():
+            if not child.alive():
+                raise RunError(f"A producer died unexpectedly: {child.describe_exit()}")
+        if self.consumer is not None and not self.consumer.alive():
+            description = self.consumer.describe_exit()
+            if self.consumer_restarts >= self.config.consumer.max_restarts:
+                raise RunError(
+                    f"The consumer died and was restarted {self.consumer_restarts} times "
+                    f"already (consumer.max_restarts): {description}"
+                )
+            log.warning("Restarting the consumer: %s", description)
+            self.consumer_restarts += 1
+            self._ready.discard(CONSUMER)
+            self._start_consumer()
+
+    # --- phases ------------------------------------------------------------------
+
+    def _run_phase(self, name: str, duration_s: float, target: int) -> None:
+        self.phase_name = name
+        phase: dict[str, Any] = {
+            "name": name,
+            "duration_s": duration_s,
+            "target_throughput": target,
+            "started_at": datetime.now(UTC).isoformat(),
+        }
+        share = target / len(self.producers)
+        self._producer_done.clear()
+        for producer in self.producers:
+            self.server.send(producer, {"cmd": "phase", "name": name, "rate": share})
+        load_started = time.monotonic()
+        bar = tqdm(
+            total=round(duration_s),
+            desc=f"{name} @ {target:,}/s",
+            unit="s",
+            disable=not self.progress,
+            leave=True,
+        )
+        with bar:
+            while (elapsed := time.monotonic() - load_started) < duration_s:
+                self._pump(min(1.0, duration_s - elapsed))
+                self._check_children()
+                bar.n = min(round(time.monotonic() - load_started), round(duration_s))
+                bar.set_postfix(self._live_rates(), refresh=True)
+        for producer in self.producers:
+            self.server.send(producer, {"cmd": "stop_phase"})
+        self._await_producers_stopped()
+        phase["load_s"] = time.monotonic() - load_started
+        catch_up_started = time.monotonic()
+        self._await_catch_up()
+        phase["catch_up_s"] = round(time.monotonic() - catch_up_started, 3)
+        phase["consume_s"] = time.monotonic() - load_started
+        phase["ended_at"] = datetime.now(UTC).isoformat()
+        self._pump(0.0)
+        self.phases_done.append(self.recorder.phase_summary(phase))
+
+    def _await_producers_stopped(self) -> None:
+        deadline = time.monotonic() + 60
+        while set(self.producers) - self._producer_done:
+            self._pump(0.1)
+            self._check_children()
+            if time.monotonic() > deadline:
+                raise RunError("The producers did not stop within 60 s after the phase ended.")
+
+    def _await_catch_up(self) -> None:
+        """Wait until the slot's confirmed flush LSN reaches the WAL position at stop."""
+        slot = self.config.consumer.slot_name
+        with psycopg.connect(self.infra.database.url, autocommit=True) as conn:
+            target = lsn_to_int(conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0])
+            deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+            while True:
+                row = conn.execute(
+                    "SELECT confirmed_flush_lsn::text FROM pg_replication_slots "
+                    "WHERE slot_name = %s",
+                    (slot,),
+                ).fetchone()
+                if row and row[0] and lsn_to_int(row[0]) >= target:
+                    return
+                if time.monotonic() > deadline:
+                    raise RunError(
+                        f"The consumer did not catch up within {CATCH_UP_TIMEOUT_S:.0f} s "
+                        f"after phase {self.phase_name!r}: slot {slot} is at "
+                        f"{row[0] if row else '?'}, the WAL was at {target:X} when the "
+                        "producers stopped. The sink may be down or far too slow; "
+                        f"see {self.run_dir / 'logs' / 'consumer.log'}."
+                    )
+                self._pump(0.2)
+                self._check_children()
+
+    def _live_rates(self) -> dict[str, str]:
+        now = time.time() - self.started
+        recent = [
+            r for r in self.recorder.rows["producer"] if r["t"] is not None and r["t"] > now - 2
+        ]
+        produced = sum(r["records"] or 0 for r in recent) / 2
+        consumed_rows = [
+            r for r in self.recorder.rows["consumer"] if r["t"] is not None and r["t"] > now - 2
+        ]
+        consumed = sum(r["records"] or 0 for r in consumed_rows) / 2
+        lag = consumed_rows[-1]["lag_p99_ms"] if consumed_rows else None
+        return {
+            "produced/s": f"{produced:,.0f}",
+            "consumed/s": f"{consumed:,.0f}",
+            "lag p99": "-" if lag is None else f"{lag:,.0f} ms",
+        }
+
+    # --- messages ------------------------------------------------------------------
+
+    def _pump(self, timeout_s: float) -> None:
+        """Handle children's messages for up to ``timeout_s``; sample process usage."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                message = self.server.messages.get(timeout=max(0.0, remaining))
+            except queue.Empty:
+                break
+            self._handle(message.sender, message.body)
+            if remaining <= 0:
+                break
+        self._drain_messages()
+
+    def _drain_messages(self) -> None:
+        while True:
+            try:
+                message = self.server.messages.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(message.sender, message.body)
+
+    def _handle(self, sender: str, body: dict[str, Any]) -> None:
+        kind = body.get("type")
+        t = body.get("t", time.time()) - self.started
+        if kind == "ready":
+            self._ready.add(sender)
+        elif kind == "phase_stopped":
+            self._producer_done.add(sender)
+        elif kind == "stats" and sender == CONSUMER:
+            self._record_consumer(t, body)
+        elif kind == "stats":
+            self._record_producer(sender, t, body)
+        elif kind == "log":
+            log.log(body.get("level", logging.INFO), "%s: %s", sender, body.get("message"))
+        if kind == "stats" and "pid" in body:
+            self._sample_process(sender, int(body["pid"]), t)
+
+    def _record_consumer(self, t: float, body: dict[str, Any]) -> None:
+        phase = self.phase_name
+        self.recorder.add("consumer", {**body, "t": t, "phase": phase})
+        for lag in body.get("lag_ms", []):
+            self.recorder.add("lag", {"t": t, "phase": phase, "lag_ms": lag})
+        for flush in body.get("flush_records", []):
+            self.recorder.add("flushes", {**flush, "t": flush.get("t", t), "phase": phase})
+
+    def _record_producer(self, sender: str, t: float, body: dict[str, Any]) -> None:
+        phase = body.get("phase") or self.phase_name
+        self.recorder.add("producer", {**body, "t": t, "phase": phase, "process": sender})
+        for operation, rows, latency_ms in body.get("latencies", []):
+            self.recorder.add(
+                "producer_latency",
+                {"t": t, "phase": phase, "process": sender, "operation": operation,
+                 "rows": rows, "latency_ms": latency_ms},
+            )  # fmt: skip
+
+    def _sample_process(self, name: str, pid: int, t: float) -> None:
+        """CPU % and RSS of a child, measured by the runner from outside (psutil)."""
+        try:
+            process = self._samplers.get(pid)
+            if process is None:
+                process = self._samplers[pid] = psutil.Process(pid)
+                process.cpu_percent()  # first call only primes the counter
+                return
+            cpu = process.cpu_percent()
+            rss = process.memory_info().rss / 2**20
+        except psutil.Error:
+            return
+        self.recorder.add(
+            "processes",
+            {"t": t, "phase": self.phase_name, "process": name, "pid": pid,
+             "cpu_percent": cpu, "rss_mb": rss},
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def interrupts_as_exceptions():
+    """Turn SIGTERM into RunInterrupted (and Ctrl+C too) in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum, frame):
+        raise RunInterrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
