@@ -45,7 +45,7 @@ class ControlServer:
 
     def __init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = "127.0.0.1:%d" % self._listener.getsockname()[1]
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
         self.token = secrets.token_hex(16)
         self.messages: queue.Queue[Message] = queue.Queue()
         self._peers: dict[str, _Peer] = {}
