@@ -1,0 +1,201 @@
+"""The concurrent flush scheduler of the upstream service, with crash-safe acknowledgement.
+
+Pending events sit in a map keyed by (event kind, run id); an incoming event replaces the
+stored one when its ``_version`` is at least as new. A flush drains the whole map. It starts
+when an add brings the map to ``flush_batch_size`` or more, or on a timer every
+``flush_interval_ms`` when the map is not empty. At most ``max_flush_concurrency`` flushes
+run at once, each in a worker thread (flushes are I/O-bound HTTP inserts).
+
+Back-pressure (a deliberate difference from upstream, whose p-limit queue of drained batches
+grows without bound): when every slot is busy a due flush is *not* drained; the events keep
+collecting in the pending map, where updates of the same run still collapse, and the map is
+drained the moment a slot frees. If the map reaches ``max_pending_events`` while every slot is
+busy, :meth:`FlushScheduler.add_transaction` blocks the receive loop until a flush finishes,
+so memory stays bounded and PostgreSQL holds the rest of the stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from rrlab.service.acks import AckTracker
+from rrlab.service.events import ChangeEvent, EventKind, Transaction
+
+log = logging.getLogger(__name__)
+
+FlushFunction = Callable[[int, list[ChangeEvent]], None]
+"""Writes one drained batch (batch id, events); raises when it failed every retry."""
+
+BatchKey = tuple[EventKind, str]
+
+
+class FlushScheduler:
+    """Dedup map, flush triggers, bounded flush pool and the :class:`AckTracker` behind them.
+
+    All public methods are thread-safe. ``flush`` runs in a worker thread.
+    ``on_flush_failed(batch_id, exc)`` is told about every batch that exhausted its retries.
+    """
+
+    def __init__(
+        self,
+        flush: FlushFunction,
+        *,
+        flush_batch_size: int,
+        flush_interval_ms: int,
+        max_flush_concurrency: int,
+        max_pending_events: int | None = None,
+        start_lsn: int = 0,
+        on_flush_failed: Callable[[int, BaseException], None] | None = None,
+    ) -> None:
+        self._flush = flush
+        self._batch_size = flush_batch_size
+        self._interval_s = flush_interval_ms / 1000
+        self._slots = max_flush_concurrency
+        default_cap = max(10 * flush_batch_size, 10_000)
+        self._max_pending = max(max_pending_events or default_cap, flush_batch_size)
+        self._on_flush_failed = on_flush_failed
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending: dict[BatchKey, ChangeEvent] = {}
+        self._pending_batch = 0
+        self._in_flight = 0
+        self._timer_due = False
+        self._acks = AckTracker(start_lsn)
+        self._pool = ThreadPoolExecutor(max_flush_concurrency, thread_name_prefix="flush")
+        self._stop = threading.Event()
+        self._timer = threading.Thread(target=self._tick, name="flush-timer", daemon=True)
+        self.skipped_without_run_id = 0
+        self.flushes_started = 0
+        self.flushes_failed = 0
+        self.blocked_adds = 0
+
+    # --- the receive loop's side -------------------------------------------------
+
+    def start(self) -> None:
+        self._timer.start()
+
+    def add_transaction(self, transaction: Transaction) -> None:
+        """Add a committed transaction's events, then record its end LSN as received."""
+        with self._lock:
+            self._add(transaction.events)
+            self._acks.received(transaction.commit_end_lsn)
+            if len(self._pending) >= self._batch_size:
+                self._start_flush_if_possible()
+            while len(self._pending) >= self._max_pending and self._in_flight >= self._slots:
+                self.blocked_adds += 1
+                self._changed.wait()
+
+    def note_position(self, lsn: int) -> None:
+        """A keepalive's WAL end or an empty transaction's end: nothing new to flush up to it."""
+        with self._lock:
+            self._acks.received(lsn)
+
+    @property
+    def ack_lsn(self) -> int:
+        """The flush position to report to PostgreSQL."""
+        with self._lock:
+            return self._acks.safe_lsn
+
+    @property
+    def stalled(self) -> bool:
+        """A batch failed every retry: acknowledgement is stuck until a restart re-sends it."""
+        with self._lock:
+            return self._acks.stalled
+
+    @property
+    def pending_events(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._in_flight
+
+    def flush_pending(self) -> None:
+        """Start a flush of whatever is pending as soon as a slot is free (e.g. at shutdown)."""
+        with self._lock:
+            self._timer_due = True
+            self._start_flush_if_possible()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Flush everything pending and wait until nothing is pending or in flight."""
+        with self._lock:
+            self._timer_due = True
+            self._start_flush_if_possible()
+            return self._changed.wait_for(
+                lambda: not self._pending and not self._in_flight, timeout=timeout
+            )
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop the timer, flush what is pending, wait for in-flight flushes; True if idle."""
+        self._stop.set()
+        if self._timer.is_alive():
+            self._timer.join()
+        idle = self.wait_idle(timeout)
+        self._pool.shutdown(wait=idle, cancel_futures=not idle)
+        return idle
+
+    # --- internals (called with the lock held) --------------------------------------
+
+    def _add(self, events: list[ChangeEvent]) -> None:
+        pending = self._pending
+        for event in events:
+            run_id = event.run.get("id")
+            if not run_id:
+                self.skipped_without_run_id += 1
+                log.warning("skipping a %s event without a run id", event.kind)
+                continue
+            key = (event.kind, run_id)
+            stored = pending.get(key)
+            if stored is None:
+                if not pending:
+                    self._pending_batch = self._acks.open_batch()
+                pending[key] = event
+            elif event.version >= stored.version:
+                pending[key] = event
+
+    def _start_flush_if_possible(self) -> None:
+        if not self._pending or self._in_flight >= self._slots:
+            return
+        batch_id, events = self._pending_batch, list(self._pending.values())
+        self._pending = {}
+        self._timer_due = False
+        self._in_flight += 1
+        self.flushes_started += 1
+        self._pool.submit(self._run_flush, batch_id, events)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            with self._lock:
+                if self._pending:
+                    self._timer_due = True
+                    self._start_flush_if_possible()
+
+    def _run_flush(self, batch_id: int, events: list[ChangeEvent]) -> None:
+        error: BaseException | None = None
+        try:
+            self._flush(batch_id, events)
+        except BaseException as exc:  # whatever went wrong, this batch is not in ClickHouse
+            error = exc
+        with self._lock:
+            self._in_flight -= 1
+            self._acks.batch_done(batch_id, ok=error is None)
+            if error is not None:
+                self.flushes_failed += 1
+            if self._timer_due or len(self._pending) >= self._batch_size:
+                self._start_flush_if_possible()
+            self._changed.notify_all()
+        if error is not None:
+            log.error(
+                "flush of batch %d (%d events) failed every retry; acknowledgement is stopped "
+                "until a restart re-sends it: %s",
+                batch_id,
+                len(events),
+                error,
+            )
+            if self._on_flush_failed is not None:
+                self._on_flush_failed(batch_id, error)

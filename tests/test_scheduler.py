@@ -1,0 +1,259 @@
+"""FlushScheduler: the dedup rule, flush triggers, the concurrency bound and the ack position."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from rrlab.service.events import ChangeEvent, Transaction
+from rrlab.service.scheduler import FlushScheduler
+
+WAIT = 30.0  # liveness bound only; nothing asserts on time
+
+
+def txn(end_lsn: int, *changes: tuple[str, str | None], version: int | None = None) -> Transaction:
+    v = end_lsn if version is None else version
+    events = [
+        ChangeEvent(kind, {"id": run_id, "tag": f"{kind}@{end_lsn}"} if run_id else {}, v)  # type: ignore[arg-type]
+        for kind, run_id in changes
+    ]
+    return Transaction(xid=end_lsn, commit_lsn=end_lsn - 1, commit_end_lsn=end_lsn, events=events)
+
+
+class GatedFlush:
+    """A flush function that records batches and can hold them until released."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[tuple[int, list[ChangeEvent]]] = []
+        self.started = threading.Semaphore(0)
+        self._release: dict[int, threading.Event] = {}
+        self._fail: set[int] = set()
+        self._hold = hold
+        self._lock = threading.Lock()
+        self.running = 0
+        self.max_running = 0
+
+    def __call__(self, batch_id: int, events: list[ChangeEvent]) -> None:
+        with self._lock:
+            self.batches.append((batch_id, events))
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+            gate = self._release.setdefault(batch_id, threading.Event())
+        self.started.release()
+        try:
+            if self._hold:
+                assert gate.wait(WAIT)
+            if batch_id in self._fail:
+                raise RuntimeError(f"batch {batch_id} failed")
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def release(self, batch_id: int, fail: bool = False) -> None:
+        with self._lock:
+            if fail:
+                self._fail.add(batch_id)
+            self._release.setdefault(batch_id, threading.Event()).set()
+
+    def wait_started(self, count: int) -> None:
+        for _ in range(count):
+            assert self.started.acquire(timeout=WAIT)
+
+
+@contextmanager
+def scheduler(flush: GatedFlush, **options: Any) -> Iterator[FlushScheduler]:
+    settings: dict[str, Any] = {
+        "flush_batch_size": 3,
+        "flush_interval_ms": 600_000,
+        "max_flush_concurrency": 2,
+    }
+    settings.update(options)
+    sched = FlushScheduler(flush, **settings)
+    sched.start()
+    try:
+        yield sched
+    finally:
+        for batch_id in range(1, 1000):
+            flush.release(batch_id)
+        sched.close(timeout=WAIT)
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.001)
+
+
+def flushed(flush: GatedFlush) -> dict[tuple[str, str], str]:
+    return {(e.kind, e.run["id"]): e.run["tag"] for _, events in flush.batches for e in events}
+
+
+def test_newer_version_wins_same_version_last_wins_and_kinds_are_kept_apart() -> None:
+    flush = GatedFlush()
+    with scheduler(flush, flush_batch_size=100) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a"), ("update", "run_a")))
+        sched.add_transaction(txn(20, ("update", "run_a"), ("update", "run_b")))
+        # same transaction: the last event of a key wins
+        sched.add_transaction(txn(30, ("update", "run_c"), ("update", "run_c")))
+        sched.add_transaction(txn(30, ("update", "run_c")))
+        # an older version never replaces a newer one
+        sched.add_transaction(txn(40, ("update", "run_b"), version=5))
+        assert sched.pending_events == 4
+        assert sched.wait_idle(WAIT)
+    assert len(flush.batches) == 1
+    assert flushed(flush) == {
+        ("insert", "run_a"): "insert@10",
+        ("update", "run_a"): "update@20",
+        ("update", "run_b"): "update@20",
+        ("update", "run_c"): "update@30",
+    }
+
+
+def test_same_version_later_event_replaces_stored_one() -> None:
+    flush = GatedFlush()
+    with scheduler(flush, flush_batch_size=100) as sched:
+        first = txn(30, ("update", "run_c"))
+        second = txn(30, ("update", "run_c"))
+        second.events[0].run["tag"] = "second"
+        sched.add_transaction(first)
+        sched.add_transaction(second)
+        assert sched.wait_idle(WAIT)
+    assert flushed(flush) == {("update", "run_c"): "second"}
+
+
+def test_events_without_run_id_are_skipped_and_counted() -> None:
+    flush = GatedFlush()
+    with scheduler(flush, flush_batch_size=100) as sched:
+        sched.add_transaction(txn(10, ("delete", None), ("insert", "run_a")))
+        assert sched.skipped_without_run_id == 1
+        assert sched.wait_idle(WAIT)
+    assert flushed(flush) == {("insert", "run_a"): "insert@10"}
+
+
+def test_reaching_the_batch_size_drains_the_whole_map() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(flush, flush_batch_size=3) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a"), ("insert", "run_b")))
+        assert flush.batches == [] and sched.pending_events == 2
+        sched.add_transaction(txn(20, ("insert", "run_c"), ("insert", "run_d")))
+        flush.wait_started(1)
+        assert sched.pending_events == 0
+        assert sorted(e.run["id"] for e in flush.batches[0][1]) == [
+            "run_a",
+            "run_b",
+            "run_c",
+            "run_d",
+        ]
+        assert sched.ack_lsn == 0
+        flush.release(flush.batches[0][0])
+        assert sched.wait_idle(WAIT)
+        assert sched.ack_lsn == 20
+
+
+def test_the_timer_flushes_a_small_batch() -> None:
+    flush = GatedFlush()
+    with scheduler(flush, flush_batch_size=1000, flush_interval_ms=10) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        flush.wait_started(1)  # no size trigger: only the timer can have started it
+        assert [e.run["id"] for e in flush.batches[0][1]] == ["run_a"]
+        assert sched.wait_idle(WAIT)
+
+
+def test_at_most_max_flush_concurrency_flushes_run_and_the_rest_coalesces() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(flush, flush_batch_size=1, max_flush_concurrency=2) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        sched.add_transaction(txn(20, ("insert", "run_b")))
+        flush.wait_started(2)
+        sched.add_transaction(txn(30, ("update", "run_a")))
+        sched.add_transaction(txn(40, ("update", "run_a")))
+        sched.add_transaction(txn(50, ("update", "run_b")))
+        assert sched.in_flight == 2 and sched.pending_events == 2
+        flush.release(1)
+        flush.wait_started(1)
+        assert flushed(flush)[("update", "run_a")] == "update@40"
+        assert len(flush.batches[2][1]) == 2
+        for batch_id in (2, 3):
+            flush.release(batch_id)
+        assert sched.wait_idle(WAIT)
+        assert sched.ack_lsn == 50
+    assert flush.max_running == 2
+
+
+def test_a_full_map_blocks_the_receive_loop_until_a_slot_frees() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(
+        flush, flush_batch_size=1, max_flush_concurrency=1, max_pending_events=2
+    ) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        flush.wait_started(1)
+        sched.add_transaction(txn(20, ("insert", "run_b")))
+        done = threading.Event()
+
+        def add_third() -> None:
+            sched.add_transaction(txn(30, ("insert", "run_c")))
+            done.set()
+
+        adder = threading.Thread(target=add_third)
+        adder.start()
+        wait_until(lambda: sched.blocked_adds == 1)
+        assert not done.is_set()
+        flush.release(1)
+        flush.wait_started(1)
+        assert done.wait(WAIT)
+        adder.join()
+        assert sched.blocked_adds == 1
+        assert sorted(e.run["id"] for e in flush.batches[1][1]) == ["run_b", "run_c"]
+
+
+def test_keepalive_positions_are_acked_only_when_nothing_is_unflushed() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(flush, flush_batch_size=100) as sched:
+        sched.note_position(5)
+        assert sched.ack_lsn == 5
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        sched.note_position(15)
+        assert sched.ack_lsn == 5
+        sched.flush_pending()
+        flush.wait_started(1)
+        assert sched.ack_lsn == 5
+        flush.release(1)
+        assert sched.wait_idle(WAIT)
+        assert sched.ack_lsn == 15
+
+
+def test_a_failed_flush_stops_acknowledgement_and_is_reported() -> None:
+    flush = GatedFlush(hold=True)
+    failures: list[int] = []
+    on_failed = lambda batch_id, exc: failures.append(batch_id)  # noqa: E731
+    with scheduler(flush, flush_batch_size=1, on_flush_failed=on_failed) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        sched.add_transaction(txn(20, ("insert", "run_b")))
+        flush.wait_started(2)
+        flush.release(1, fail=True)
+        flush.release(2)
+        assert sched.wait_idle(WAIT)
+        sched.note_position(99)
+        assert sched.ack_lsn == 0
+        assert sched.stalled and sched.flushes_failed == 1
+    assert failures == [1]
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_close_flushes_what_is_pending(batch_size: int) -> None:
+    flush = GatedFlush()
+    sched = FlushScheduler(
+        flush, flush_batch_size=batch_size, flush_interval_ms=600_000, max_flush_concurrency=3
+    )
+    sched.start()
+    for lsn in range(1, 11):
+        sched.add_transaction(txn(lsn * 10, ("insert", f"run_{lsn}")))
+    assert sched.close(timeout=WAIT)
+    assert len(flushed(flush)) == 10
+    assert sched.ack_lsn == 100
