@@ -1,0 +1,142 @@
+"""Conversion of pgoutput text values to Python values, by column type OID.
+
+The table is a psycopg adapters map: psycopg's own (C-accelerated) text loaders keyed
+by OID, with ``timestamp`` read as UTC whatever the process time zone. OIDs it does not
+know (enums, domains, user types) load as ``str``. Values are in the walsender's
+ISO date style, which :mod:`rrlab.replication.stream` sets for its session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.abc import Buffer
+from psycopg.adapt import AdaptersMap, Loader, Transformer
+from psycopg.pq import Format
+from psycopg.types.datetime import TimestampLoader
+
+from rrlab.exceptions import ReplicationError
+
+TEXT_OID = 25
+TIMESTAMP_OID = 1114
+TIMESTAMP_ARRAY_OID = 1115
+TIMESTAMPTZ_OID = 1184
+
+# Built-in types whose text form the service meets, by OID. psycopg registers a loader
+# for each (and for their arrays); this list documents and tests what rrlab relies on.
+SUPPORTED_TYPES: dict[int, str] = {
+    16: "bool",
+    20: "int8",
+    21: "int2",
+    23: "int4",
+    25: "text",
+    19: "name",
+    114: "json",
+    700: "float4",
+    701: "float8",
+    1042: "bpchar",
+    1043: "varchar",
+    1082: "date",
+    1114: "timestamp",
+    1184: "timestamptz",
+    1700: "numeric",
+    3802: "jsonb",
+    1009: "text[]",
+    1000: "bool[]",
+    1005: "int2[]",
+    1007: "int4[]",
+    1016: "int8[]",
+    1015: "varchar[]",
+    1022: "float8[]",
+    1115: "timestamp[]",
+    1185: "timestamptz[]",
+    1231: "numeric[]",
+}
+
+RowLoader = Callable[[Sequence[Buffer | None]], tuple[Any, ...]]
+
+
+class _NaiveAsUtcTimestampLoader(TimestampLoader):
+    """``timestamp`` (no time zone) as an aware UTC datetime; used without psycopg's C loader."""
+
+    def load(self, data: Buffer) -> datetime:
+        return super().load(data).replace(tzinfo=UTC)
+
+
+def _utc_timestamp_loader() -> type[Loader]:
+    """psycopg's C ``timestamptz`` loader reads an offset-less value as UTC, at C speed.
+
+    The pure-Python one requires an offset, so fall back to a subclass then.
+    """
+    loader = psycopg.adapters.get_loader(TIMESTAMPTZ_OID, Format.TEXT)
+    try:
+        if loader is not None and loader(TIMESTAMPTZ_OID).load(b"2000-01-01 00:00:00") == datetime(
+            2000, 1, 1, tzinfo=UTC
+        ):
+            return loader
+    except psycopg.DataError:
+        pass
+    return _NaiveAsUtcTimestampLoader
+
+
+def _build_adapters() -> AdaptersMap:
+    adapters = AdaptersMap(psycopg.adapters)
+    adapters.register_loader(TIMESTAMP_OID, _utc_timestamp_loader())
+    return adapters
+
+
+ADAPTERS = _build_adapters()
+
+
+def row_loader(type_oids: Sequence[int], column_names: Sequence[str] = ()) -> RowLoader:
+    """A function turning one row of text values (bytes-like or None) into typed values.
+
+    ``column_names`` only serve error messages. A value the type's loader rejects
+    raises :class:`ReplicationError` naming the column, type and value.
+    """
+    transformer = Transformer(ADAPTERS)
+    transformer.set_loader_types(list(type_oids), Format.TEXT)
+    load_sequence = transformer.load_sequence
+
+    def load(values: Sequence[Buffer | None]) -> tuple[Any, ...]:
+        try:
+            return load_sequence(values)
+        except psycopg.Error as exc:
+            raise _conversion_error(values, type_oids, column_names, exc) from None
+
+    return load
+
+
+def text_row_loader(ncols: int) -> RowLoader:
+    """A row loader that keeps every value as ``str`` (no typing)."""
+    return row_loader([TEXT_OID] * ncols)
+
+
+def load_value(type_oid: int, text: Buffer | None) -> Any:
+    """Convert one text value; convenient for tests and rare paths, slow for rows."""
+    return row_loader([type_oid])([text])[0]
+
+
+def _conversion_error(
+    values: Sequence[Buffer | None],
+    type_oids: Sequence[int],
+    column_names: Sequence[str],
+    exc: Exception,
+) -> ReplicationError:
+    # Find the culprit column by loading value by value (only on the error path).
+    for index, (value, oid) in enumerate(zip(values, type_oids, strict=True)):
+        transformer = Transformer(ADAPTERS)
+        transformer.set_loader_types([oid], Format.TEXT)
+        try:
+            transformer.load_sequence([value])
+        except psycopg.Error as column_exc:
+            name = column_names[index] if index < len(column_names) else f"#{index}"
+            shown = bytes(value or b"")[:80].decode(errors="replace")
+            type_name = SUPPORTED_TYPES.get(oid, f"OID {oid}")
+            return ReplicationError(
+                f"Cannot convert column {name!r} ({type_name}) value {shown!r}: {column_exc}"
+            )
+    return ReplicationError(f"Cannot convert a replicated row: {exc}")
