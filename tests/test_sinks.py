@@ -1,0 +1,219 @@
+"""Sinks and retries: encoding, sanitizing, backoff, permanent errors, poison rows in real chdb."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rrlab.exceptions import SinkError
+from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
+from rrlab.service.retry import RetryPolicy, is_permanent, with_retry
+from rrlab.service.sinks import (
+    INVALID_UTF16,
+    ClickHouseSink,
+    MockSink,
+    encode_rows,
+    sanitize_json,
+    strip_row,
+)
+
+BAD_SURROGATE = "bad \ud800 text"
+
+
+def test_rows_are_encoded_as_one_compact_json_array_per_line() -> None:
+    body = encode_rows(
+        [["run_a", 1_700_000_000_123, {"data": {"é": [1, None]}}, ["t"]], ["b", 0, {}, []]]
+    )
+    lines = body.decode("ascii").split("\n")
+    assert lines[0] == '["run_a",1700000000123,{"data":{"\\u00e9":[1,null]}},["t"]]'
+    assert json.loads(lines[1]) == ["b", 0, {}, []]
+
+
+def test_sanitize_replaces_bad_surrogates_and_out_of_range_integers_only() -> None:
+    value = {
+        "ok": "fine ✓",
+        "bad": BAD_SURROGATE,
+        BAD_SURROGATE: 1,
+        "big": 2**64,
+        "neg": -(2**63) - 1,
+        "max": 2**64 - 1,
+        "flag": True,
+        "list": [1, BAD_SURROGATE, {"n": 2**70}],
+    }
+    assert sanitize_json(value) == {
+        "ok": "fine ✓",
+        "bad": INVALID_UTF16,
+        INVALID_UTF16: 1,
+        "big": str(2**64),
+        "neg": str(-(2**63) - 1),
+        "max": 2**64 - 1,
+        "flag": True,
+        "list": [1, INVALID_UTF16, {"n": str(2**70)}],
+    }
+    clean = {"a": [1, "x", {"b": 2.5}], "c": None}
+    assert sanitize_json(clean) is clean
+
+
+def test_strip_row_empties_only_the_json_columns() -> None:
+    assert strip_row(["id", {"a": 1}, 5, {"b": 2}], [1, 3]) == ["id", {}, 5, {}]
+
+
+def test_mock_sink_counts_rows_and_the_bytes_it_would_send() -> None:
+    sink = MockSink()
+    rows = [["a", {"x": 1}], ["b", {"y": [1, 2]}]]
+    result = sink.insert("t", ["id", "j"], rows, frozenset({"j"}))
+    assert (result.rows, result.bytes) == (2, len(encode_rows(rows)))
+    sink.insert("t", ["id", "j"], rows[:1], frozenset({"j"}))
+    assert (sink.totals.rows, sink.inserts) == (3, 2)
+
+
+# --- retries -------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_the_base_up_to_the_max_plus_jitter() -> None:
+    policy = RetryPolicy(max_attempts=10, base_delay_ms=100, max_delay_ms=2_000)
+    assert [policy.delay_ms(n, 0.0) for n in range(1, 7)] == [100, 200, 400, 800, 1600, 2000]
+    assert policy.delay_ms(2, 0.5) == 250
+
+
+class FailingCall:
+    """Fails ``failures`` times with ``message``, then returns ``"done"``."""
+
+    def __init__(self, failures: int, message: str = "Connection reset by peer") -> None:
+        self.failures = failures
+        self.message = message
+        self.calls = 0
+
+    def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(self.message)
+        return "done"
+
+
+def test_transient_failures_are_retried_with_the_backoff_schedule() -> None:
+    sleeps: list[float] = []
+    retried: list[int] = []
+    call = FailingCall(2)
+    result = with_retry(
+        call,
+        RetryPolicy(max_attempts=3, base_delay_ms=100, max_delay_ms=2_000),
+        on_retry=lambda attempt, exc: retried.append(attempt),
+        sleep=sleeps.append,
+        jitter=lambda: 0.25,
+    )
+    assert result == "done" and call.calls == 3
+    assert retried == [1, 2]
+    assert sleeps == pytest.approx([0.125, 0.225])
+
+
+def test_the_last_failure_raises_a_sink_error_without_a_final_wait() -> None:
+    sleeps: list[float] = []
+    call = FailingCall(5)
+    with pytest.raises(SinkError, match="after 3 attempt"):
+        with_retry(call, RetryPolicy(3, 100, 2_000), sleep=sleeps.append, jitter=lambda: 0.0)
+    assert call.calls == 3 and sleeps == [0.1, 0.2]
+
+
+@pytest.mark.parametrize(
+    "message", ["Code: 60. DB::Exception: Table not found", "Authentication failed: bad password"]
+)
+def test_permanent_errors_are_not_retried(message: str) -> None:
+    call = FailingCall(5, message)
+    assert is_permanent(ConnectionError(message))
+    with pytest.raises(SinkError, match="permanent"):
+        with_retry(call, RetryPolicy(3, 100, 2_000), sleep=lambda s: None)
+    assert call.calls == 1
+
+
+# --- the real embedded ClickHouse ---------------------------------------------------
+
+COLUMNS = ["run_id", "created_at", "output", "error"]
+JSON_COLUMNS = frozenset({"output", "error"})
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    with EmbeddedClickHouse(tmp_path_factory.mktemp("chdb")) as server:
+        ch = clickhouse_client(server.url)
+        ch.command("CREATE DATABASE IF NOT EXISTS sink_test")
+        ch.close()
+        ch = clickhouse_client(server.url, database="sink_test")
+        yield ch
+        ch.close()
+
+
+@pytest.fixture
+def table(client: Any, request: pytest.FixtureRequest) -> str:
+    name = f"t_{request.node.name.split('[')[0][-40:]}"
+    client.command(f"DROP TABLE IF EXISTS {name}")
+    client.command(
+        f"CREATE TABLE {name} (run_id String, created_at DateTime64(3), output JSON, "
+        "error JSON(max_dynamic_paths=64)) ENGINE = MergeTree ORDER BY run_id "
+        "SETTINGS enable_json_type = 1"
+    )
+    return name
+
+
+def stored(client: Any, table: str) -> dict[str, tuple[int, str, str]]:
+    result = client.query(
+        f"SELECT run_id, toUnixTimestamp64Milli(created_at), toJSONString(output), "
+        f"toJSONString(error) FROM {table}"
+    )
+    return {r[0]: (r[1], json.loads(r[2]), json.loads(r[3])) for r in result.result_rows}
+
+
+def test_epoch_milliseconds_and_json_round_trip(client: Any, table: str) -> None:
+    sink = ClickHouseSink(client)
+    rows = [
+        ["run_a", 1_700_000_000_123, {"data": {"n": 1, "s": "x", "l": [1, "a"]}}, {}],
+        ["run_b", 1_700_000_000_999, {}, {"type": "BUILT_IN_ERROR", "message": "boom"}],
+    ]
+    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    assert result.rows == 2 and result.bytes == len(encode_rows(rows))
+    assert stored(client, table) == {
+        "run_a": (1_700_000_000_123, {"data": {"n": 1, "s": "x", "l": [1, "a"]}}, {}),
+        "run_b": (1_700_000_000_999, {}, {"type": "BUILT_IN_ERROR", "message": "boom"}),
+    }
+
+
+def test_bad_surrogates_are_sanitized_and_the_batch_lands(client: Any, table: str) -> None:
+    sink = ClickHouseSink(client)
+    rows = [
+        ["run_a", 1, {"data": "ok"}, {}],
+        ["run_b", 2, {"data": BAD_SURROGATE}, {}],
+        ["run_c", 3, {"data": "ok"}, {}],
+    ]
+    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    assert (result.rows, result.sanitized_rows, result.stripped_rows) == (3, 1, 0)
+    assert stored(client, table)["run_b"][1] == {"data": INVALID_UTF16}
+
+
+def test_a_poison_row_is_stored_with_its_json_stripped(client: Any, table: str) -> None:
+    sink = ClickHouseSink(client, max_poison_strips=1)
+    rows = [[f"run_{i}", i, {"data": {"i": i}}, {"message": "e"}] for i in range(50)]
+    rows[17][2] = {"data": float("inf")}  # json.dumps writes Infinity, which ClickHouse rejects
+    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    assert (result.rows, result.stripped_rows, result.skipped_rows) == (50, 1, 0)
+    landed = stored(client, table)
+    assert len(landed) == 50
+    assert landed["run_17"] == (17, {}, {})
+    assert landed["run_18"][1] == {"data": {"i": 18}}
+    assert sink.totals.stripped_rows == 1
+
+
+def test_poison_rows_beyond_the_strip_budget_are_skipped_and_counted(
+    client: Any, table: str
+) -> None:
+    sink = ClickHouseSink(client, max_poison_strips=1)
+    rows = [[f"run_{i}", i, {"data": i}, {}] for i in range(10)]
+    rows[3][2] = {"data": float("nan")}
+    rows[6][3] = {"code": float("-inf")}
+    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    assert (result.rows, result.stripped_rows, result.skipped_rows) == (9, 1, 1)
+    landed = stored(client, table)
+    assert sorted(landed) == sorted(f"run_{i}" for i in range(10) if i != 6)
+    assert landed["run_3"] == (3, {}, {})
