@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import rrlab
+from rrlab.infra.pg_setup import Fixtures
 from rrlab.producer.generator import (
     COMPLETION_COLUMNS,
     EXECUTING,
@@ -24,10 +25,9 @@ from rrlab.producer.generator import (
     TASK_IDENTIFIERS,
     WORKER_QUEUES,
     RunGenerator,
-    RunOwner,
 )
 
-OWNER = RunOwner("org_fixture", "proj_fixture", "env_fixture", "PRODUCTION")
+OWNER = Fixtures("org_fixture", "org", "proj_fixture", "proj", "env_fixture", "prod", "PRODUCTION")
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123000)
 TASKRUN_TSV = Path(rrlab.__file__).parent / "reference" / "taskrun_postgres.tsv"
 

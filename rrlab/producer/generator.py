@@ -11,7 +11,7 @@ import random
 import string
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 TASK_IDENTIFIERS = (
     "send-welcome-email",
@@ -140,14 +140,20 @@ _WORDS = (
 # fmt: on
 
 
-@dataclass(frozen=True)
-class RunOwner:
-    """The organization, project and environment fixtures every generated run belongs to."""
+class RunOwner(Protocol):
+    """The organization, project and environment fixtures every generated run belongs to.
 
-    organization_id: str
-    project_id: str
-    environment_id: str
-    environment_type: str = "DEVELOPMENT"
+    :class:`rrlab.infra.pg_setup.Fixtures` is one; the generator only reads these ids.
+    """
+
+    @property
+    def organization_id(self) -> str: ...
+    @property
+    def project_id(self) -> str: ...
+    @property
+    def environment_id(self) -> str: ...
+    @property
+    def environment_type(self) -> str: ...
 
 
 @dataclass(frozen=True)
