@@ -1,0 +1,257 @@
+"""Pure functions turning a TaskRun change into ClickHouse rows, as the mapping files say.
+
+Rows are lists in :data:`TASK_RUN_COLUMNS` / :data:`PAYLOAD_COLUMNS` order. Timestamps are
+integer epoch milliseconds (the sink must make ClickHouse read them as milliseconds);
+``_version`` is the int (the sink chooses how to send it); JSON cells are dicts as
+:mod:`rrlab.service.json_values` describes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from operator import itemgetter
+from typing import Any
+
+from rrlab.service.events import ChangeEvent
+from rrlab.service.fingerprint import run_error_fingerprint
+from rrlab.service.json_values import error_column, json_column, utf16_code_units
+
+TASK_RUN_COLUMNS: tuple[str, ...] = (
+    "environment_id",
+    "organization_id",
+    "project_id",
+    "run_id",
+    "updated_at",
+    "created_at",
+    "queue_timestamp",
+    "status",
+    "environment_type",
+    "friendly_id",
+    "attempt",
+    "engine",
+    "task_identifier",
+    "queue",
+    "schedule_id",
+    "batch_id",
+    "completed_at",
+    "started_at",
+    "executed_at",
+    "delay_until",
+    "queued_at",
+    "expired_at",
+    "usage_duration_ms",
+    "cost_in_cents",
+    "base_cost_in_cents",
+    "output",
+    "error",
+    "error_fingerprint",
+    "tags",
+    "task_version",
+    "sdk_version",
+    "cli_version",
+    "machine_preset",
+    "root_run_id",
+    "parent_run_id",
+    "depth",
+    "span_id",
+    "trace_id",
+    "idempotency_key",
+    "idempotency_key_user",
+    "idempotency_key_scope",
+    "expiration_ttl",
+    "is_test",
+    "_version",
+    "_is_deleted",
+    "concurrency_key",
+    "bulk_action_group_ids",
+    "worker_queue",
+    "region",
+    "plan_type",
+    "max_duration_in_seconds",
+    "trigger_source",
+    "root_trigger_source",
+    "task_kind",
+    "is_warm_start",
+    "external_deployment_id",
+)
+"""task_runs_v2 insert order (mapping_task_runs_v2.tsv without the 2 MATERIALIZED columns)."""
+
+PAYLOAD_COLUMNS: tuple[str, ...] = ("run_id", "created_at", "payload")
+"""raw_task_runs_payload_v1 insert order."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+_EXTERNAL_DEPLOYMENT_PENDING = "EXTERNAL_DEPLOYMENT_PENDING"
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+def epoch_ms(value: datetime) -> int:
+    """A timezone-aware timestamp as integer epoch milliseconds (exact, no float rounding)."""
+    return (value - _EPOCH) // _ONE_MS
+
+
+def is_insertable(event: ChangeEvent) -> bool:
+    """False for events the upstream drops before insert: no organizationId or environmentType."""
+    run = event.run
+    return bool(run.get("organizationId")) and bool(run.get("environmentType"))
+
+
+def _annotation_sources(annotations: Any) -> tuple[str, str, str]:
+    """(trigger_source, root_trigger_source, task_kind) when annotations validate as
+    RunAnnotations (three required strings, taskKind an optional string), else empty."""
+    if not isinstance(annotations, dict):
+        return "", "", ""
+    trigger_source = annotations.get("triggerSource")
+    root_trigger_source = annotations.get("rootTriggerSource")
+    task_kind = annotations.get("taskKind", "")
+    if (
+        type(trigger_source) is str
+        and type(annotations.get("triggerAction")) is str
+        and type(root_trigger_source) is str
+        and type(task_kind) is str
+    ):
+        return trigger_source, root_trigger_source, task_kind
+    return "", "", ""
+
+
+def task_run_row(event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any]:
+    """The task_runs_v2 row of an event, in :data:`TASK_RUN_COLUMNS` order."""
+    run = event.run
+    get = run.get
+    ms = epoch_ms
+    queue_timestamp = get("queueTimestamp")
+    completed_at = get("completedAt")
+    started_at = get("startedAt")
+    executed_at = get("executedAt")
+    delay_until = get("delayUntil")
+    queued_at = get("queuedAt")
+    expired_at = get("expiredAt")
+    attempt = get("attemptNumber")
+    usage_duration_ms = get("usageDurationMs")
+    cost_in_cents = get("costInCents")
+    base_cost_in_cents = get("baseCostInCents")
+    status = get("status")
+    error = get("error")
+    tags = get("runTags")
+    depth = get("depth")
+    key_options = get("idempotencyKeyOptions")
+    key_user = key_scope = ""
+    if isinstance(key_options, dict):
+        key_user = key_options.get("key")
+        key_scope = key_options.get("scope")
+        key_user = "" if key_user is None else key_user
+        key_scope = "" if key_scope is None else key_scope
+    bulk_action_group_ids = get("bulkActionGroupIds")
+    master_queue = get("masterQueue")
+    annotations = get("annotations")
+    trigger_source, root_trigger_source, task_kind = _annotation_sources(annotations)
+    external_deployment_id = ""
+    if get("statusReason") == _EXTERNAL_DEPLOYMENT_PENDING and isinstance(annotations, dict):
+        deployment_id = annotations.get("externalDeploymentId")
+        if type(deployment_id) is str:
+            external_deployment_id = deployment_id
+    is_warm_start = get("isWarmStart")
+    return [
+        run["runtimeEnvironmentId"],
+        run["organizationId"],
+        run["projectId"],
+        run["id"],
+        ms(run["updatedAt"]),
+        ms(run["createdAt"]),
+        None if queue_timestamp is None else ms(queue_timestamp),
+        status,
+        run["environmentType"],
+        get("friendlyId"),
+        1 if attempt is None else attempt,
+        get("engine"),
+        get("taskIdentifier"),
+        get("queue"),
+        get("scheduleId") or "",
+        get("batchId") or "",
+        None if completed_at is None else ms(completed_at),
+        None if started_at is None else ms(started_at),
+        None if executed_at is None else ms(executed_at),
+        None if delay_until is None else ms(delay_until),
+        None if queued_at is None else ms(queued_at),
+        None if expired_at is None else ms(expired_at),
+        0 if usage_duration_ms is None else usage_duration_ms,
+        0 if cost_in_cents is None else cost_in_cents,
+        0 if base_cost_in_cents is None else base_cost_in_cents,
+        json_column(get("output"), get("outputType")),
+        error_column(error),
+        run_error_fingerprint(status, error) if fingerprinting else "",
+        [] if tags is None else tags,
+        get("taskVersion") or "",
+        get("sdkVersion") or "",
+        get("cliVersion") or "",
+        get("machinePreset") or "",
+        get("rootTaskRunId") or "",
+        get("parentTaskRunId") or "",
+        0 if depth is None else depth,
+        get("spanId"),
+        get("traceId"),
+        get("idempotencyKey") or "",
+        key_user,
+        key_scope,
+        get("ttl") or "",
+        1 if get("isTest") else 0,
+        event.version,
+        1 if event.kind == "delete" else 0,
+        get("concurrencyKey") or "",
+        [] if bulk_action_group_ids is None else bulk_action_group_ids,
+        "" if master_queue is None else master_queue.partition(":")[0],
+        get("region") or "",
+        get("planType") or "",
+        get("maxDurationInSeconds"),
+        trigger_source,
+        root_trigger_source,
+        task_kind,
+        None if is_warm_start is None else (1 if is_warm_start else 0),
+        external_deployment_id,
+    ]
+
+
+def payload_row(event: ChangeEvent) -> list[Any]:
+    """The raw_task_runs_payload_v1 row of an insert event, in :data:`PAYLOAD_COLUMNS` order."""
+    run = event.run
+    return [run["id"], epoch_ms(run["createdAt"]), json_column(run["payload"], run["payloadType"])]
+
+
+def _utf16_key(indexes: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
+    def key(row: list[Any]) -> tuple[Any, ...]:
+        return tuple(utf16_code_units(row[i]) if type(row[i]) is str else row[i] for i in indexes)
+
+    return key
+
+
+def _has_astral(rows: list[list[Any]], indexes: tuple[int, ...]) -> bool:
+    return any(_ASTRAL.search("".join(map(itemgetter(i), rows))) for i in indexes)
+
+
+def _sort(rows: list[list[Any]], indexes: tuple[int, ...], text_indexes: tuple[int, ...]) -> None:
+    # JavaScript compares strings by UTF-16 code unit, Python by code point; the two orders
+    # differ only when a character beyond U+FFFF is involved, so the fast C sort is exact
+    # for everything else (including all ASCII ids).
+    exact = _has_astral(rows, text_indexes)
+    rows.sort(key=_utf16_key(indexes) if exact else itemgetter(*indexes))
+
+
+_TASK_SORT = tuple(
+    TASK_RUN_COLUMNS.index(c)
+    for c in ("organization_id", "project_id", "environment_id", "created_at", "run_id")
+)
+_TASK_SORT_TEXT = tuple(i for i in _TASK_SORT if i != TASK_RUN_COLUMNS.index("created_at"))
+_PAYLOAD_SORT = (PAYLOAD_COLUMNS.index("run_id"),)
+
+
+def sort_task_rows(rows: list[list[Any]]) -> None:
+    """Sort in place by organization_id, project_id, environment_id, created_at, run_id
+    (the table's ORDER BY), strings in JavaScript (UTF-16 code unit) order."""
+    _sort(rows, _TASK_SORT, _TASK_SORT_TEXT)
+
+
+def sort_payload_rows(rows: list[list[Any]]) -> None:
+    """Sort payload rows in place by run_id (JavaScript string order)."""
+    _sort(rows, _PAYLOAD_SORT, _PAYLOAD_SORT)
