@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from rrlab.config import Secret
-from rrlab.exceptions import ConfigError
+from rrlab.exceptions import ConfigError, PostgresError
 from rrlab.infra.embedded_postgres import pg_binary
 from rrlab.infra.pg_setup import (
     current_wal_lsn,
@@ -209,10 +209,24 @@ def test_schema_from_copies_an_upstream_like_schema(
                 ADD COLUMN "environmentKind" "RuntimeEnvironmentType" NOT NULL,
                 ADD COLUMN "archivedAt" timestamp(3) NOT NULL"""
         )
+        # pg_dump reads the source as a password-protected role (the password travels in
+        # PGPASSWORD, never on the command line)
+        reader = f"reader_{profiling_db.config.postgres.database_name}"
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'r3ader' IN ROLE pg_read_all_data").format(
+                sql.Identifier(reader)
+            )
+        )
+    source = profiling_db.url.url.replace("postgres@", f"{reader}:r3ader@")
+    wrong = unique_profiling_config(**{"postgres.schema_from": source.replace("r3ader", "b4d")})
+    try:
+        with pytest.raises(PostgresError, match="Could not dump the schema") as caught:
+            setup_profiling_database(pg_url, wrong)
+        assert "b4d" not in str(caught.value)
+    finally:
+        drop_profiling_database(pg_url, wrong)
     config = unique_profiling_config()
-    config = replace(
-        config, postgres=replace(config.postgres, schema_from=Secret(profiling_db.url.url))
-    )
+    config = replace(config, postgres=replace(config.postgres, schema_from=Secret(source)))
     try:
         url = setup_profiling_database(pg_url, config)
         assert _columns(url) == _expected_columns()

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg
 
 from rrlab.exceptions import EmbeddedPostgresError
 from rrlab.urls import PostgresUrl, parse_postgres_url
@@ -289,14 +290,18 @@ class EmbeddedPostgres:
         return True
 
     def _other_sessions(self, port: int) -> list[str]:
-        import psycopg
-
         query = (
             "SELECT coalesce(nullif(application_name, ''), backend_type) FROM pg_stat_activity"
             " WHERE backend_type IN ('client backend', 'walsender') AND pid <> pg_backend_pid()"
         )
-        with psycopg.connect(self._url(port).url, connect_timeout=10) as conn:
-            return [name for (name,) in conn.execute(query).fetchall()]
+        try:
+            with psycopg.connect(self._url(port).url, connect_timeout=10) as conn:
+                return [name for (name,) in conn.execute(query).fetchall()]
+        except psycopg.Error as exc:
+            raise EmbeddedPostgresError(
+                f"Could not ask the embedded PostgreSQL who is connected ({exc}). "
+                "Stop it anyway with `rrlab pg stop --force`."
+            ) from None
 
     # --- helpers -------------------------------------------------------------------
 

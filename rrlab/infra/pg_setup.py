@@ -323,7 +323,8 @@ def copy_schema(source: PostgresUrl, target: PostgresUrl) -> None:
             source.password,
         )
         _run_client(
-            [pg_binary("psql"), "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1"]
+            [pg_binary("psql"), "--no-psqlrc", "--quiet", "--single-transaction"]
+            + ["--set", "ON_ERROR_STOP=1"]
             + ["--file", str(dump), "--dbname", target_conninfo],
             {**base_env, **target_env},
             f"load the schema copied from {source.masked} into {target.masked}",
