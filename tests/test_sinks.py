@@ -136,14 +136,14 @@ JSON_COLUMNS = frozenset({"output", "error"})
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    with EmbeddedClickHouse(tmp_path_factory.mktemp("chdb")) as server:
-        ch = clickhouse_client(server.url)
-        ch.command("CREATE DATABASE IF NOT EXISTS sink_test")
-        ch.close()
-        ch = clickhouse_client(server.url, database="sink_test")
-        yield ch
-        ch.close()
+def client(chdb_endpoint: EmbeddedClickHouse) -> Iterator[Any]:
+    """A client on its own database of the session's endpoint: these tables are the tests'."""
+    setup = clickhouse_client(chdb_endpoint.url)
+    setup.command("CREATE DATABASE IF NOT EXISTS sink_test")
+    setup.close()
+    ch = clickhouse_client(chdb_endpoint.url, database="sink_test")
+    yield ch
+    ch.close()
 
 
 @pytest.fixture
