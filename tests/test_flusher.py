@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from rrlab.config import ConsumerConfig
 from rrlab.exceptions import SinkError
 from rrlab.service.events import ChangeEvent, Transaction
 from rrlab.service.flusher import (
@@ -124,9 +125,10 @@ def test_rows_are_built_filtered_and_sorted_and_payloads_only_for_inserts() -> N
     assert m.ok and m.inserted.rows == 5 and m.inserted.bytes > 0 and m.retries == 0
 
 
-def test_payload_inserts_can_be_turned_off() -> None:
+def test_payload_inserts_can_be_turned_off_in_the_consumer_config() -> None:
     sink, metrics = RecordingSink(), []
-    flusher(sink, metrics, payload_inserts=False)(1, [ChangeEvent("insert", run("run_a"), 1)])
+    config = ConsumerConfig(payload_inserts=False)
+    Flusher.from_config(sink, config, metrics.append)(1, [ChangeEvent("insert", run("run_a"), 1)])
     assert PAYLOAD_TABLE not in sink.tables and metrics[0].payload_rows == 0
 
 

@@ -16,6 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from rrlab.config import ConsumerConfig
 from rrlab.service import transform
 from rrlab.service.events import ChangeEvent
 from rrlab.service.retry import RetryPolicy, with_retry
@@ -77,6 +78,26 @@ class Flusher:
         self._on_metrics = on_metrics
         self._sleep = sleep
         self._jitter = jitter
+
+    @classmethod
+    def from_config(
+        cls,
+        sink: Sink,
+        config: ConsumerConfig,
+        on_metrics: Callable[[FlushMetrics], None] | None = None,
+    ) -> Flusher:
+        """The flusher the consumer's settings describe (retry policy, payloads, fingerprints)."""
+        return cls(
+            sink,
+            retry=RetryPolicy(
+                max_attempts=config.insert_max_retries,
+                base_delay_ms=config.insert_base_delay_ms,
+                max_delay_ms=config.insert_max_delay_ms,
+            ),
+            payload_inserts=config.payload_inserts,
+            fingerprinting=config.error_fingerprinting,
+            on_metrics=on_metrics,
+        )
 
     def __call__(self, batch_id: int, events: list[ChangeEvent]) -> None:
         metrics = FlushMetrics(batch_id=batch_id, batch_size=len(events))
