@@ -63,7 +63,8 @@ def error_column(error: Any) -> dict[str, Any]:
 
 def has_unpaired_surrogate_escape(text: str) -> bool:
     """The upstream ``detectBadJsonStrings``: an unpaired lowercase ``\\ud8..``-``\\udf..``."""
-    return "\\u" in text and _UNPAIRED_ESCAPE.search(text) is not None
+    # A one-character membership test is a memchr; most documents have no backslash at all.
+    return "\\" in text and _UNPAIRED_ESCAPE.search(text) is not None
 
 
 def _reject_constant(name: str) -> Any:
@@ -77,9 +78,12 @@ def _js_float(literal: str) -> int | float | None:
     return None if math.isinf(number) else number
 
 
+_JSON_DECODER = json.JSONDecoder(parse_float=_js_float, parse_constant=_reject_constant)
+
+
 def parse_json(text: str) -> Any:
     """JSON.parse: NaN/Infinity literals rejected, numbers as JavaScript serializes them."""
-    return json.loads(text, parse_float=_js_float, parse_constant=_reject_constant)
+    return _JSON_DECODER.decode(text)
 
 
 # --- JavaScript value semantics shared by the transform and the fingerprint ----------------
@@ -195,8 +199,15 @@ _MS_PER_DAY = 86_400_000
 
 
 def _int_or_negative_zero(literal: str) -> int | float:
-    # -0 survives JSON.parse in JavaScript and superjson serializes it as the string "-0".
     return -0.0 if literal == "-0" else int(literal)
+
+
+# -0 survives JSON.parse in JavaScript and superjson serializes it as the string "-0"; the
+# slower decoder that keeps it is needed only when the text holds "-0" at all.
+_SUPERJSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SUPERJSON_NEGATIVE_ZERO_DECODER = json.JSONDecoder(
+    parse_int=_int_or_negative_zero, parse_constant=_reject_constant
+)
 
 
 def superjson_plain(text: str) -> Any:

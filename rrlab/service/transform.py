@@ -16,7 +16,7 @@ from typing import Any
 
 from rrlab.service.events import ChangeEvent
 from rrlab.service.fingerprint import run_error_fingerprint
-from rrlab.service.json_values import error_column, json_column, utf16_code_units
+from rrlab.service.json_values import json_column, utf16_code_units
 
 TASK_RUN_COLUMNS: tuple[str, ...] = (
     "environment_id",
@@ -116,11 +116,21 @@ def _annotation_sources(annotations: Any) -> tuple[str, str, str]:
     return "", "", ""
 
 
+def _external_deployment_id(status_reason: Any, annotations: Any) -> str:
+    """annotations.externalDeploymentId while the run waits for an external deployment."""
+    if status_reason != _EXTERNAL_DEPLOYMENT_PENDING or not isinstance(annotations, dict):
+        return ""
+    deployment_id = annotations.get("externalDeploymentId")
+    return deployment_id if type(deployment_id) is str else ""
+
+
 def task_run_row(event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any]:
     """The task_runs_v2 row of an event, in :data:`TASK_RUN_COLUMNS` order."""
+    # Hot path (one call per replicated row): one flat list display, conversions inlined.
     run = event.run
     get = run.get
-    ms = epoch_ms
+    epoch = _EPOCH
+    one_ms = _ONE_MS
     queue_timestamp = get("queueTimestamp")
     completed_at = get("completedAt")
     started_at = get("startedAt")
@@ -132,55 +142,54 @@ def task_run_row(event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any
     usage_duration_ms = get("usageDurationMs")
     cost_in_cents = get("costInCents")
     base_cost_in_cents = get("baseCostInCents")
-    status = get("status")
+    status = run["status"]
     error = get("error")
+    output = get("output")
     tags = get("runTags")
     depth = get("depth")
-    key_options = get("idempotencyKeyOptions")
     key_user = key_scope = ""
-    if isinstance(key_options, dict):
+    key_options = get("idempotencyKeyOptions")
+    if key_options is not None and type(key_options) is dict:
         key_user = key_options.get("key")
         key_scope = key_options.get("scope")
         key_user = "" if key_user is None else key_user
         key_scope = "" if key_scope is None else key_scope
     bulk_action_group_ids = get("bulkActionGroupIds")
     master_queue = get("masterQueue")
+    trigger_source = root_trigger_source = task_kind = external_deployment_id = ""
     annotations = get("annotations")
-    trigger_source, root_trigger_source, task_kind = _annotation_sources(annotations)
-    external_deployment_id = ""
-    if get("statusReason") == _EXTERNAL_DEPLOYMENT_PENDING and isinstance(annotations, dict):
-        deployment_id = annotations.get("externalDeploymentId")
-        if type(deployment_id) is str:
-            external_deployment_id = deployment_id
+    if annotations is not None:
+        trigger_source, root_trigger_source, task_kind = _annotation_sources(annotations)
+        external_deployment_id = _external_deployment_id(get("statusReason"), annotations)
     is_warm_start = get("isWarmStart")
     return [
         run["runtimeEnvironmentId"],
         run["organizationId"],
         run["projectId"],
         run["id"],
-        ms(run["updatedAt"]),
-        ms(run["createdAt"]),
-        None if queue_timestamp is None else ms(queue_timestamp),
+        (run["updatedAt"] - epoch) // one_ms,
+        (run["createdAt"] - epoch) // one_ms,
+        None if queue_timestamp is None else (queue_timestamp - epoch) // one_ms,
         status,
         run["environmentType"],
-        get("friendlyId"),
+        run["friendlyId"],
         1 if attempt is None else attempt,
-        get("engine"),
-        get("taskIdentifier"),
-        get("queue"),
+        run["engine"],
+        run["taskIdentifier"],
+        run["queue"],
         get("scheduleId") or "",
         get("batchId") or "",
-        None if completed_at is None else ms(completed_at),
-        None if started_at is None else ms(started_at),
-        None if executed_at is None else ms(executed_at),
-        None if delay_until is None else ms(delay_until),
-        None if queued_at is None else ms(queued_at),
-        None if expired_at is None else ms(expired_at),
+        None if completed_at is None else (completed_at - epoch) // one_ms,
+        None if started_at is None else (started_at - epoch) // one_ms,
+        None if executed_at is None else (executed_at - epoch) // one_ms,
+        None if delay_until is None else (delay_until - epoch) // one_ms,
+        None if queued_at is None else (queued_at - epoch) // one_ms,
+        None if expired_at is None else (expired_at - epoch) // one_ms,
         0 if usage_duration_ms is None else usage_duration_ms,
         0 if cost_in_cents is None else cost_in_cents,
         0 if base_cost_in_cents is None else base_cost_in_cents,
-        json_column(get("output"), get("outputType")),
-        error_column(error),
+        json_column(output, get("outputType")) if output else {},
+        {"data": error},
         run_error_fingerprint(status, error) if fingerprinting else "",
         [] if tags is None else tags,
         get("taskVersion") or "",
@@ -190,8 +199,8 @@ def task_run_row(event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any
         get("rootTaskRunId") or "",
         get("parentTaskRunId") or "",
         0 if depth is None else depth,
-        get("spanId"),
-        get("traceId"),
+        run["spanId"],
+        run["traceId"],
         get("idempotencyKey") or "",
         key_user,
         key_scope,
@@ -216,7 +225,11 @@ def task_run_row(event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any
 def payload_row(event: ChangeEvent) -> list[Any]:
     """The raw_task_runs_payload_v1 row of an insert event, in :data:`PAYLOAD_COLUMNS` order."""
     run = event.run
-    return [run["id"], epoch_ms(run["createdAt"]), json_column(run["payload"], run["payloadType"])]
+    return [
+        run["id"],
+        (run["createdAt"] - _EPOCH) // _ONE_MS,
+        json_column(run["payload"], run["payloadType"]),
+    ]
 
 
 def _utf16_key(indexes: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
