@@ -244,6 +244,11 @@ def read_tuple(data: Buffer, pos: int, relation: Relation) -> tuple[tuple[Any, .
             pos += 1
         else:
             raise _value_kind_error(relation, kind)
+    if pos > len(data):
+        # slicing past the end does not fail: the last value would be silently cut short
+        raise ReplicationError(
+            f"A tuple of {relation.namespace}.{relation.name} is truncated (malformed message)."
+        )
     values = relation.load(raw)
     if unchanged:
         patched = list(values)

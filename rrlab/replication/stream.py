@@ -111,6 +111,8 @@ class ReplicationStream:
             raise
         self._fd = self._conn.socket
         self._streaming = True
+        self._publication_missing = False
+        self._conn.notice_handler = self._on_notice
 
     # -- setup -------------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class ReplicationStream:
             message = self._mask(conn.get_error_message())
             conn.finish()
             raise ReplicationError(
-                f"Cannot open a replication connection to PostgreSQL: {message.strip()}. "
+                f"Cannot open a replication connection to PostgreSQL ({message.strip()}). "
                 "Check that the server is running and reachable, the credentials, and that "
                 "the user has the REPLICATION privilege (pg_hba.conf must allow it)."
             )
@@ -278,13 +280,25 @@ class ReplicationStream:
                 raise self._stream_ended_error()
             if messages or not self._wait_readable(deadline):
                 break
-        if messages:
-            last = messages[-1].wal_start
-            if last > self.last_received_lsn:
-                self.last_received_lsn = last
+        if self._publication_missing:
+            raise self._missing_publication_error()
+        # Relation and Type messages carry no position (0); look back to the last that does.
+        for message in reversed(messages):
+            if message.wal_start:
+                self.last_received_lsn = max(self.last_received_lsn, message.wal_start)
+                break
         if time.monotonic() - self._last_status >= self.status_interval_s:
             self.send_status(self.flushed_lsn)
         return messages
+
+    def _on_notice(self, result: pq.PGresult) -> None:
+        # PostgreSQL 18 skips a publication it cannot find with a warning (older servers
+        # fail); either way the stream would silently carry nothing. Raised by read().
+        message = (result.error_message or b"").decode(errors="replace")
+        if "publication" in message and (
+            "skipped loading" in message or "does not exist" in message
+        ):
+            self._publication_missing = True
 
     def _on_keepalive(self, data: memoryview) -> None:
         wal_end, _send_time, reply_requested = _KEEPALIVE.unpack_from(data, 1)

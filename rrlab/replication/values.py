@@ -104,7 +104,7 @@ def row_loader(type_oids: Sequence[int], column_names: Sequence[str] = ()) -> Ro
     def load(values: Sequence[Buffer | None]) -> tuple[Any, ...]:
         try:
             return load_sequence(values)
-        except psycopg.Error as exc:
+        except Exception as exc:  # loaders raise psycopg.DataError, ValueError, JSONDecodeError
             raise _conversion_error(values, type_oids, column_names, exc) from None
 
     return load
@@ -132,7 +132,7 @@ def _conversion_error(
         transformer.set_loader_types([oid], Format.TEXT)
         try:
             transformer.load_sequence([value])
-        except psycopg.Error as column_exc:
+        except Exception as column_exc:
             name = column_names[index] if index < len(column_names) else f"#{index}"
             shown = bytes(value or b"")[:80].decode(errors="replace")
             type_name = SUPPORTED_TYPES.get(oid, f"OID {oid}")
