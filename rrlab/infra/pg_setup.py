@@ -67,7 +67,9 @@ def setup_profiling_database(server_url: PostgresUrl, config: RunConfig) -> Post
     database = config.postgres.database_name
     slot = config.consumer.slot_name
     publication = config.consumer.publication_name
+    # refuse a bad name before anything is created
     identifier(slot, "consumer.slot_name")
+    identifier(publication, "consumer.publication_name")
     create_database(server_url, database)
     url = server_url.with_dbname(database)
     try:
