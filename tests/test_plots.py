@@ -70,8 +70,7 @@ def test_flushes_and_resources(runs):
     ]
     assert names(fig) == ["consumer utilisation", *per_process]
     assert fig.layout.yaxis3.title.text == "RSS (MB)"
-    busy = [y for y in fig.data[0].y if y is not None]
-    assert 0 < max(busy) <= 100  # percent, not a fraction
+    assert 15 < np.nanmax(np.array(fig.data[0].y, dtype=float)) <= 100  # ~20% busy, not 0.2
 
 
 def test_tables(runs):
