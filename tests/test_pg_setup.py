@@ -248,14 +248,18 @@ def test_names_that_are_not_identifiers_are_refused(pg_url: PostgresUrl) -> None
     bad_slot = replace(config, consumer=replace(config.consumer, slot_name='x"; DROP TABLE y; --'))
     with pytest.raises(ConfigError, match="consumer.slot_name"):
         setup_profiling_database(pg_url, bad_slot)
+    bad_publication = replace(config, consumer=replace(config.consumer, publication_name="a b"))
+    with pytest.raises(ConfigError, match="consumer.publication_name"):
+        setup_profiling_database(pg_url, bad_publication)
     bad_db = replace(config, postgres=replace(config.postgres, database_name="Trigger-DB"))
     with pytest.raises(ConfigError, match="postgres.database_name"):
         setup_profiling_database(pg_url, bad_db)
     with psycopg.connect(pg_url.url) as conn:
-        assert (
-            conn.execute("SELECT 1 FROM pg_database WHERE datname = 'Trigger-DB'").fetchone()
-            is None
+        created = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname IN (%s, 'Trigger-DB')",
+            (config.postgres.database_name,),
         )
+        assert created.fetchall() == []  # refused before anything was created
 
 
 def test_current_wal_lsn_moves_forward(profiling_db: ProfilingDatabase) -> None:
