@@ -208,19 +208,29 @@ def test_chunked_request_body(chdb_endpoint: EmbeddedClickHouse, table: str) -> 
 
 
 def test_datetime64_from_integers(ch_client: Client, table: str) -> None:
-    """Integer epoch ms: Native stores them as ticks; JSON needs the raw-value setting."""
+    """Epoch ms ints: Native stores them as ticks; JSON needs the raw-value setting."""
     ch_client.insert(table, [[1, 1, "native", EPOCH_MS, {}, []]], column_names=COLUMNS)
     line = json.dumps([2, 1, "json-raw", EPOCH_MS, {}, []]) + "\n"
     raw = {"input_format_read_datetime_number_as_raw_value": 1}
     ch_client.raw_insert(table, COLUMNS, line, fmt="JSONCompactEachRow", settings=raw)
     line = json.dumps([3, 1, "json-default", EPOCH_MS, {}, []]) + "\n"
     ch_client.raw_insert(table, COLUMNS, line, fmt="JSONCompactEachRow")
+    # Arrow: int64 is read as seconds even with the setting; timestamp("ms") is exact.
+    for name, arrow_type in (("arrow-int64", pa.int64()), ("arrow-ts", pa.timestamp("ms"))):
+        at = pa.array([EPOCH_MS], arrow_type)
+        ch_client.insert_arrow(
+            table,
+            pa.table({"id": pa.array([4], pa.uint64()), "name": [name], "at": at}),
+            settings=raw,
+        )
     query = f"SELECT name, toUnixTimestamp64Milli(at) FROM {table}"
     stored = dict(ch_client.query(query).result_rows)
     assert stored["native"] == EPOCH_MS
     assert stored["json-raw"] == EPOCH_MS
     # Without the setting ClickHouse >= 26.8 reads the number as seconds (out of range).
     assert stored["json-default"] != EPOCH_MS
+    assert stored["arrow-ts"] == EPOCH_MS
+    assert stored["arrow-int64"] != EPOCH_MS
 
 
 def test_split_insert_and_output_format() -> None:
