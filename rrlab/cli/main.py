@@ -14,6 +14,7 @@ from rrlab.urls import mask_text
 # verb → module under rrlab.cli that defines add_arguments(parser) and main(args) -> int
 VERBS = {
     "run": "Run load phases against the replication service and write a results folder.",
+    "report": "Write a run folder's self-contained HTML report (report.html).",
     "pg": "Manage the embedded PostgreSQL server (status, url, stop, reset).",
 }
 

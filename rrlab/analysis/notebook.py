@@ -1,0 +1,83 @@
+"""Notebook output that renders both in JupyterLab and in an exported, offline HTML report.
+
+Figures are displayed as plotly's own MIME type (drawn by JupyterLab's plotly extension) plus
+an HTML fallback that nbconvert keeps; :func:`init_notebook` embeds plotly.js once, so the
+fallbacks need no CDN.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import plotly.graph_objects as go
+import plotly.io as pio
+from IPython.display import HTML, Markdown, display
+from plotly.offline import get_plotlyjs
+
+from rrlab.analysis.findings import Finding
+from rrlab.analysis.load import Run
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+FIGURE_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def init_notebook() -> None:
+    """Embed the plotly.js bundle in the notebook (once, before the first figure)."""
+    display(HTML(f'<script type="text/javascript">{get_plotlyjs()}</script>'))
+
+
+def show(fig: go.Figure) -> None:
+    """Display ``fig`` for JupyterLab (plotly MIME) and for HTML export (div + script)."""
+    html = pio.to_html(
+        fig,
+        include_plotlyjs=False,
+        include_mathjax=False,
+        full_html=False,
+        config=FIGURE_CONFIG,
+        validate=False,
+    )
+    bundle = {PLOTLY_MIME: json.loads(pio.to_json(fig, validate=False)), "text/html": html}
+    display(bundle, raw=True)
+
+
+def note(text: str) -> None:
+    """A line of Markdown in the output (e.g. why a section is empty)."""
+    display(Markdown(text))
+
+
+def overview(run: Run) -> str:
+    """Markdown: what was run, where, with what result."""
+    meta = run.metadata
+    phases = ", ".join(
+        f"{row['name']} ({row['duration_s']:g} s @ {row['target_throughput']:,}/s)"
+        for row in run.phases.select("name", "duration_s", "target_throughput").iter_rows(
+            named=True
+        )
+    ) if {"duration_s", "target_throughput"} <= set(run.phases.columns) else "none"  # fmt: skip
+    lines = [
+        f"**Run** `{run.name}` — {meta.get('status', '?')}"
+        + (f" (error: {meta['error']})" if meta.get("error") else ""),
+        f"**Folder** `{run.path}`",
+        f"**When** {meta.get('started_at', '?')} → {meta.get('ended_at', '?')}",
+        f"**Sink** {meta.get('sink', '?')} · **profile** {meta.get('profile', '?')} · "
+        f"**PostgreSQL** {meta.get('postgres_version') or '?'} · "
+        f"**ClickHouse** {meta.get('clickhouse_version') or '–'}",
+        f"**Phases** {phases}",
+        f"**Machine** {meta.get('host', '?')}, {meta.get('cpu_count', '?')} CPUs, "
+        f"Python {meta.get('python', '?')}, rrlab {meta.get('rrlab_version', '?')}"
+        + (f" ({meta['git_commit'][:10]})" if meta.get("git_commit") else ""),
+    ]
+    return "  \n".join(lines)
+
+
+def findings_markdown(findings: Sequence[Finding]) -> str:
+    """Findings as a Markdown list, warnings first; a reassuring line when there are none."""
+    if not findings:
+        return "No findings: every phase kept up, within the thresholds."
+    ordered = sorted(findings, key=lambda f: f.severity != "warning")
+    return "\n".join(
+        f"- {'⚠️' if f.severity == 'warning' else 'ℹ️'} "
+        f"{f'**{f.phase}**: ' if f.phase else ''}{f.message}"
+        for f in ordered
+    )
