@@ -190,6 +190,11 @@ _ALIASES = {
     "output_dir": "results_dir",
     "tool": "mode",
 }
+_SECRET_SETTINGS = (
+    ("postgres", "database_url"),
+    ("postgres", "schema_from"),
+    ("clickhouse", "clickhouse_url"),
+)
 _SECTION_OF_SEED_KEY = {
     "database_url": "postgres",
     "clickhouse_url": "clickhouse",
@@ -226,9 +231,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(
-            f"Params file {str(path)!r} is not valid {kind}: {exc}"
-        ) from None
+        raise ConfigError(f"Params file {str(path)!r} is not valid {kind}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -245,6 +248,19 @@ def load_config(
     """Defaults, then the params file at ``path``, then ``overrides`` (dotted or nested keys)."""
     data = _normalise(read_params_file(path)) if path is not None else {}
     return build_config(_merge(data, _nest(overrides or {})))
+
+
+def load_child_config(path: str | Path | None) -> RunConfig:
+    """A child process's configuration: the run's config.json without its (masked) URLs.
+
+    The clear URLs reach children through their environment, never through files or argv.
+    """
+    if path is None:
+        return build_config({})
+    data = _normalise(read_params_file(path))
+    for section, key in _SECRET_SETTINGS:
+        data.get(section, {}).pop(key, None)
+    return build_config(data)
 
 
 def build_config(data: dict[str, Any]) -> RunConfig:

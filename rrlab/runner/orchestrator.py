@@ -28,7 +28,7 @@ from rrlab.config import RunConfig
 from rrlab.exceptions import RunError
 from rrlab.runner.infrastructure import Infrastructure
 from rrlab.runner.ipc import ControlServer
-from rrlab.runner.metrics import Recorder
+from rrlab.runner.metrics import Recorder, percentiles
 from rrlab.runner.processes import ChildProcess, python_module_command
 from rrlab.service.events import lsn_to_int
 
@@ -298,7 +298,10 @@ class Orchestrator:
 
     def _record_consumer(self, t: float, body: dict[str, Any]) -> None:
         phase = self.phase_name
-        self.recorder.add("consumer", {**body, "t": t, "phase": phase})
+        lags = body.get("lag_ms", [])
+        spread = {f"lag_{k}_ms": v for k, v in percentiles(lags).items()}
+        spread["lag_max_ms"] = max(lags) if lags else None
+        self.recorder.add("consumer", {**body, **spread, "t": t, "phase": phase})
         for lag in body.get("lag_ms", []):
             self.recorder.add("lag", {"t": t, "phase": phase, "lag_ms": lag})
         for flush in body.get("flush_records", []):

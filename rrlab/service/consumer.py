@@ -1,0 +1,306 @@
+"""The consumer process: the runs replication service, run as its own OS process.
+
+``python -m rrlab.service.consumer`` reads the slot with :class:`ReplicationStream`,
+decodes pgoutput, assembles transactions, and hands them to the flush scheduler, which
+writes ClickHouse rows through a sink and tells which LSN is safe to acknowledge. Under
+the runner it reports once a second over the runner's channel; standalone it writes the
+same reports as JSON lines to ``--stats-file``.
+
+Connection URLs come from the environment (RRLAB_DATABASE_URL / RRLAB_CLICKHOUSE_URL set
+by the runner, or DATABASE_URL / CLICKHOUSE_URL), never from argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from rrlab.config import RunConfig, load_child_config
+from rrlab.exceptions import RrlabError
+from rrlab.replication.pgoutput import (
+    UNCHANGED_TOAST,
+    Begin,
+    Commit,
+    Delete,
+    Insert,
+    RelationCache,
+    Update,
+    decode_message,
+)
+from rrlab.replication.stream import ReplicationStream
+from rrlab.runner.ipc import ChildChannel
+from rrlab.service.flusher import Flusher, FlushMetrics
+from rrlab.service.process_stats import ProcessStats
+from rrlab.service.scheduler import FlushScheduler
+from rrlab.service.sinks import ClickHouseSink, MockSink, Sink
+from rrlab.service.transactions import TransactionAssembler
+from rrlab.urls import mask_text
+
+log = logging.getLogger("rrlab.consumer")
+
+READ_TIMEOUT_S = 0.1
+MAPPING_FILES = ("mapping_task_runs_v2.tsv", "mapping_raw_task_runs_payload_v1.tsv")
+
+
+def source_columns() -> frozenset[str]:
+    """The TaskRun columns the transform reads (from the mapping files); the decoder skips
+    the others without converting them."""
+    reference = Path(__file__).resolve().parent.parent / "reference"
+    columns: set[str] = set()
+    for name in MAPPING_FILES:
+        lines = (reference / name).read_text(encoding="utf-8").splitlines()[1:]
+        for line in lines:
+            source = line.split("\t")[1]
+            columns.update(c.strip() for c in source.split(",") if c.strip() != "computed")
+    return frozenset(columns)
+
+
+SHUTDOWN_FLUSH_TIMEOUT_S = 8.0
+
+
+class Consumer:
+    """One replication service instance: stream → decode → transactions → scheduler → sink."""
+
+    def __init__(self, config: RunConfig, database_url: str, sink: Sink, report) -> None:
+        self.config = config
+        self.database_url = database_url
+        self.sink = sink
+        self.report = report
+        self.stop_requested = threading.Event()
+        self._flushes: deque[FlushMetrics] = deque()  # appended by flush threads
+        self.flusher = Flusher.from_config(sink, config.consumer, on_metrics=self._flushes.append)
+        consumer = config.consumer
+        self.scheduler = FlushScheduler(
+            self.flusher,
+            flush_batch_size=consumer.flush_batch_size,
+            flush_interval_ms=consumer.flush_interval_ms,
+            max_flush_concurrency=consumer.max_flush_concurrency,
+            on_flush_failed=self._flush_failed,
+        )
+        self._lags: list[float] = []
+        self.assembler = TransactionAssembler(
+            self.scheduler,
+            origin_generation=consumer.origin_generation,
+            on_lag=self._lags.append,
+        )
+        self.relations = RelationCache(source_columns())
+        self.stats = ProcessStats()
+        self.records = 0
+        self._reported: dict[str, int] = {}
+
+    def run(self) -> None:
+        consumer = self.config.consumer
+        stream = ReplicationStream(
+            self.database_url,
+            consumer.slot_name,
+            consumer.publication_name,
+            status_interval_s=consumer.status_interval_s,
+        )
+        self.scheduler.start()
+        self.report({"type": "ready", "pid": os.getpid()})
+        log.info(
+            "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
+        )
+        next_report = time.monotonic() + 1.0
+        last_reply_request = 0.0
+        try:
+            while not self.stop_requested.is_set():
+                messages = stream.read(READ_TIMEOUT_S)
+                busy_from = time.perf_counter()
+                for message in messages:
+                    self._handle(message.payload)
+                if not self.assembler.in_transaction and stream.server_wal_end:
+                    self.scheduler.note_position(stream.server_wal_end)
+                stream.flushed_lsn = max(stream.flushed_lsn, self.scheduler.ack_lsn)
+                self.stats.busy(time.perf_counter() - busy_from)
+                now = time.monotonic()
+                idle = not messages and not self.scheduler.pending_events
+                if idle and now - last_reply_request >= consumer.status_interval_s:
+                    # ask for a keepalive: its WAL end lets an idle consumer acknowledge
+                    # WAL that carried no TaskRun changes, so catch-up checks complete
+                    stream.send_status(self.scheduler.ack_lsn, reply=True)
+                    last_reply_request = now
+                if now >= next_report:
+                    self._report(stream)
+                    next_report = now + 1.0
+        finally:
+            idle = self.scheduler.close(timeout=SHUTDOWN_FLUSH_TIMEOUT_S)
+            if not stream.closed:
+                stream.send_status(self.scheduler.ack_lsn)
+                stream.close()
+            self._report(stream)
+            self.sink.close()
+            log.info(
+                "stopped (%s)", "all flushed" if idle else "unflushed work left unacknowledged"
+            )
+
+    def _flush_failed(self, batch_id: int, error: BaseException) -> None:
+        self.report(
+            {
+                "type": "log",
+                "level": logging.ERROR,
+                "message": f"flush of batch {batch_id} failed every retry; acknowledgement "
+                f"is stopped until a restart re-sends it: {mask_text(str(error))}",
+            }
+        )
+
+    def _handle(self, payload: memoryview) -> None:
+        message = decode_message(payload, self.relations, decode_old=False)
+        kind = type(message)
+        if kind is Insert:
+            self.records += 1
+            self.assembler.change("insert", message.relation.row(message.new))
+        elif kind is Update:
+            self.records += 1
+            new = message.new
+            if message.old_kind == "O" and UNCHANGED_TOAST in new:
+                # TOASTed values the update did not touch come only in the old tuple
+                full = decode_message(payload, self.relations, decode_old=True)
+                new = tuple(
+                    o if n is UNCHANGED_TOAST else n
+                    for n, o in zip(full.new, full.old, strict=True)
+                )
+            self.assembler.change("update", message.relation.row(new))
+        elif kind is Delete:
+            self.records += 1
+            self.assembler.change("delete", message.relation.row(message.old))
+        elif kind is Begin:
+            self.assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
+        elif kind is Commit:
+            self.assembler.commit(message.end_lsn, message.commit_time_us)
+
+    def _report(self, stream: ReplicationStream) -> None:
+        """One report per second: counts since the previous report, and current state."""
+        lags, self._lags[:] = list(self._lags), []
+        flushes = [self._flushes.popleft() for _ in range(len(self._flushes))]
+        totals = {
+            "records": self.records,
+            **self.assembler.events_by_kind,
+            "transactions": self.assembler.transactions,
+        }
+        since_last = {key: value - self._reported.get(key, 0) for key, value in totals.items()}
+        self._reported = totals
+        self.report(
+            {
+                "type": "stats",
+                "t": time.time(),
+                "pid": os.getpid(),
+                **since_last,
+                "lag_ms": lags,
+                "flush_records": [_flush_record(f) for f in flushes],
+                "flushes": len(flushes),
+                "rows_flushed": sum(f.task_rows for f in flushes),
+                "pending": self.scheduler.pending_events,
+                "in_flight": self.scheduler.in_flight,
+                "received_lsn": stream.last_received_lsn,
+                "acked_lsn": stream.flushed_lsn,
+                "stalled": self.scheduler.stalled,
+                **self.stats.sample(),
+            }
+        )
+
+
+def _flush_record(metrics: FlushMetrics) -> dict[str, Any]:
+    return {
+        "batch_size": metrics.batch_size,
+        "task_rows": metrics.task_rows,
+        "payload_rows": metrics.payload_rows,
+        "bytes": metrics.inserted.bytes,
+        "duration_ms": metrics.duration_ms,
+        "retries": metrics.retries,
+        "errors": metrics.errors,
+    }
+
+
+def _sink_for(config: RunConfig) -> Sink:
+    if config.clickhouse.sink == "mock":
+        return MockSink(config.consumer.mock_delay_ms)
+    url = os.environ.get("RRLAB_CLICKHOUSE_URL") or os.environ.get("CLICKHOUSE_URL")
+    if not url:
+        raise RrlabError(
+            "The consumer needs a ClickHouse URL: set CLICKHOUSE_URL "
+            "(https://host:8443?username=...&password=...) or use --sink mock."
+        )
+    from rrlab.infra.clickhouse import clickhouse_client
+
+    client = clickhouse_client(url, database=config.clickhouse.database)
+    return ClickHouseSink(client, max_poison_strips=config.consumer.max_poison_strips_per_batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rrlab.service.consumer", description=__doc__)
+    parser.add_argument("--config", help="run configuration (config.json or a params file)")
+    parser.add_argument("--sink", choices=["chdb", "clickhouse", "mock"], help="override the sink")
+    parser.add_argument("--stats-file", help="standalone: write the 1 s reports here (JSON lines)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    channel = ChildChannel.from_environment()
+    try:
+        config = load_child_config(args.config)
+        if args.sink:
+            config = config.with_overrides({"clickhouse.sink": args.sink})
+        database_url = os.environ.get("RRLAB_DATABASE_URL") or os.environ.get("DATABASE_URL")
+        if not database_url:
+            raise RrlabError("The consumer needs DATABASE_URL (the profiling database).")
+        report = _reporter(channel, args.stats_file)
+        consumer = Consumer(config, database_url, _sink_for(config), report)
+    except RrlabError as exc:
+        print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
+        return 2
+    _install_signal_handlers(consumer)
+    if channel is not None:
+        threading.Thread(target=_follow_commands, args=(channel, consumer), daemon=True).start()
+    try:
+        consumer.run()
+    except RrlabError as exc:
+        print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _reporter(channel: ChildChannel | None, stats_file: str | None):
+    if channel is not None:
+        return channel.send
+    handle = open(Path(stats_file), "a", encoding="utf-8") if stats_file else None  # noqa: SIM115
+
+    def write(body: dict[str, Any]) -> None:
+        if handle is not None:
+            handle.write(json.dumps(body) + "\n")
+            handle.flush()
+
+    return write
+
+
+def _follow_commands(channel: ChildChannel, consumer: Consumer) -> None:
+    while True:
+        command = channel.next_command()
+        if command and command.get("cmd") == "shutdown":
+            consumer.stop_requested.set()
+            return
+
+
+def _install_signal_handlers(consumer: Consumer) -> None:
+    def on_signal(signum, frame):
+        if consumer.stop_requested.is_set():
+            os._exit(128 + signum)  # second signal: leave now, unflushed work stays unacknowledged
+        consumer.stop_requested.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
