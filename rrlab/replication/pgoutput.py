@@ -23,7 +23,6 @@ _U32 = struct.Struct(">I").unpack_from
 _BEGIN = struct.Struct(">QqI").unpack_from
 _COMMIT = struct.Struct(">BQQq").unpack_from
 _ORIGIN_LSN = struct.Struct(">Q").unpack_from
-_RELATION_HEAD = _U32
 _COLUMN_TAIL = struct.Struct(">Ii").unpack_from
 _TRUNCATE_HEAD = struct.Struct(">IB").unpack_from
 _MESSAGE_HEAD = struct.Struct(">BQ").unpack_from
@@ -207,7 +206,11 @@ class RelationCache:
 
 
 def _read_string(data: bytes, pos: int) -> tuple[str, int]:
-    """A NUL-terminated string at ``pos``; returns it and the position after the NUL."""
+    """A NUL-terminated string at ``pos``; returns it and the position after the NUL.
+
+    Messages with strings are rare (Relation, Type, Origin, Message): their decoders copy
+    the payload to bytes once so that ``bytes.index`` can find the NULs.
+    """
     end = data.index(0, pos)
     return data[pos:end].decode(), end + 1
 
@@ -301,21 +304,21 @@ def _decode_commit(data: Buffer, relations: RelationCache, decode_old: bool) -> 
 
 
 def _decode_origin(data: Buffer, relations: RelationCache, decode_old: bool) -> Origin:
-    data = bytes(data)  # rare messages: one copy makes string scanning simple
+    data = bytes(data)
     (lsn,) = _ORIGIN_LSN(data, 1)
     return Origin(lsn, _read_string(data, 9)[0])
 
 
 def _decode_type(data: Buffer, relations: RelationCache, decode_old: bool) -> TypeMessage:
-    data = bytes(data)  # rare messages: one copy makes string scanning simple
+    data = bytes(data)
     (oid,) = _U32(data, 1)
     namespace, pos = _read_string(data, 5)
     return TypeMessage(oid, namespace, _read_string(data, pos)[0])
 
 
 def _decode_relation(data: Buffer, relations: RelationCache, decode_old: bool) -> Relation:
-    data = bytes(data)  # rare messages: one copy makes string scanning simple
-    (oid,) = _RELATION_HEAD(data, 1)
+    data = bytes(data)
+    (oid,) = _U32(data, 1)
     namespace, pos = _read_string(data, 5)
     name, pos = _read_string(data, pos)
     replica_identity = chr(data[pos])
@@ -364,7 +367,7 @@ def _decode_truncate(data: Buffer, relations: RelationCache, decode_old: bool) -
 
 
 def _decode_message(data: Buffer, relations: RelationCache, decode_old: bool) -> LogicalMessage:
-    data = bytes(data)  # rare messages: one copy makes string scanning simple
+    data = bytes(data)
     flags, lsn = _MESSAGE_HEAD(data, 1)
     prefix, pos = _read_string(data, 10)
     (length,) = _I32(data, pos)
