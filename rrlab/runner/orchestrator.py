@@ -71,6 +71,7 @@ class Orchestrator:
         self.started = time.time()
         self._producer_done: set[str] = set()
         self._ready: set[str] = set()
+        self._consumer_reported = False
         self._samplers: dict[int, psutil.Process] = {}
 
     # --- lifecycle -------------------------------------------------------------
@@ -203,7 +204,7 @@ class Orchestrator:
         phase["catch_up_s"] = round(time.monotonic() - catch_up_started, 3)
         phase["consume_s"] = time.monotonic() - load_started
         phase["ended_at"] = datetime.now(UTC).isoformat()
-        self._pump(0.0)
+        self._await_consumer_report()
         self.phases_done.append(self.recorder.phase_summary(phase))
 
     def _await_producers_stopped(self) -> None:
@@ -238,6 +239,14 @@ class Orchestrator:
                     )
                 self._pump(0.2)
                 self._check_children()
+
+    def _await_consumer_report(self, timeout_s: float = 5.0) -> None:
+        """Ask the consumer for a report now, so the phase's counts include its catch-up."""
+        self._consumer_reported = False
+        self.server.send(CONSUMER, {"cmd": "report"})
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer_reported and time.monotonic() < deadline:
+            self._pump(0.05)
 
     def _live_rates(self) -> dict[str, str]:
         now = time.time() - self.started
@@ -289,6 +298,7 @@ class Orchestrator:
             self._producer_done.add(sender)
         elif kind == "stats" and sender == CONSUMER:
             self._record_consumer(t, body)
+            self._consumer_reported = self._consumer_reported or bool(body.get("requested"))
         elif kind == "stats":
             self._record_producer(sender, t, body)
         elif kind == "log":

@@ -76,6 +76,7 @@ class Consumer:
         self.sink = sink
         self.report = report
         self.stop_requested = threading.Event()
+        self.report_requested = threading.Event()
         self._flushes: deque[FlushMetrics] = deque()  # appended by flush threads
         self.flusher = Flusher.from_config(sink, config.consumer, on_metrics=self._flushes.append)
         consumer = config.consumer
@@ -129,8 +130,9 @@ class Consumer:
                     # WAL that carried no TaskRun changes, so catch-up checks complete
                     stream.send_status(self.scheduler.ack_lsn, reply=True)
                     last_reply_request = now
-                if now >= next_report:
-                    self._report(stream)
+                if now >= next_report or self.report_requested.is_set():
+                    self._report(stream, requested=self.report_requested.is_set())
+                    self.report_requested.clear()
                     next_report = now + 1.0
         finally:
             idle = self.scheduler.close(timeout=SHUTDOWN_FLUSH_TIMEOUT_S)
@@ -178,7 +180,7 @@ class Consumer:
         elif kind is Commit:
             self.assembler.commit(message.end_lsn, message.commit_time_us)
 
-    def _report(self, stream: ReplicationStream) -> None:
+    def _report(self, stream: ReplicationStream, requested: bool = False) -> None:
         """One report per second: counts since the previous report, and current state."""
         lags, self._lags[:] = list(self._lags), []
         flushes = [self._flushes.popleft() for _ in range(len(self._flushes))]
@@ -194,6 +196,7 @@ class Consumer:
                 "type": "stats",
                 "t": time.time(),
                 "pid": os.getpid(),
+                "requested": requested,
                 **since_last,
                 "lag_ms": lags,
                 "flush_records": [_flush_record(f) for f in flushes],
@@ -286,8 +289,10 @@ def _reporter(channel: ChildChannel | None, stats_file: str | None):
 
 def _follow_commands(channel: ChildChannel, consumer: Consumer) -> None:
     while True:
-        command = channel.next_command()
-        if command and command.get("cmd") == "shutdown":
+        command = channel.next_command() or {}
+        if command.get("cmd") == "report":
+            consumer.report_requested.set()
+        elif command.get("cmd") == "shutdown":
             consumer.stop_requested.set()
             return
 
