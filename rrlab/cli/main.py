@@ -16,6 +16,7 @@ VERBS = {
     "run": "Run load phases against the replication service and write a results folder.",
     "report": "Write a run folder's self-contained HTML report (report.html).",
     "pg": "Manage the embedded PostgreSQL server (status, url, stop, reset).",
+    "verify": "Compare a run's PostgreSQL and ClickHouse: missing, extra and stale runs.",
 }
 
 
