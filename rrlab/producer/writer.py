@@ -2,11 +2,14 @@
 
 Each batch of records is split by the configured mix into inserts, updates and deletes;
 each kind is one transaction, so a killed producer leaves whole statements or nothing,
-and its latency (commit included) is measured on its own. Measured on this 2-core box
-against the embedded server (batches of 500, 1 KB payloads, rows generated beforehand):
-inserts by binary COPY ~35–43k rows/s, text COPY ~20–29k, pipelined executemany ~9–17k;
-updates by one ``UPDATE … FROM unnest(arrays)`` ~16k rows/s, pipelined executemany ~6.5k.
-Hence binary COPY and unnest.
+and its latency (commit included) is measured on its own.
+
+Why binary COPY and ``UPDATE … FROM unnest(arrays)``: measured on this 2-core box with the
+embedded server (batches of 500, 1 KB payloads, row generation included; CPU per row of
+client + server backend, steadier than rows/s on a shared machine): inserts by binary COPY
+~23 + 14 µs (up to ~25,700 rows/s seen), text COPY ~31–37 + 19–22 µs (~16,500/s),
+pipelined executemany ~48 + 40 µs (~7,300/s). With 25% updates, unnest updates keep
+~25 + 21 µs per record (up to ~17,200 records/s), per-row prepared UPDATEs ~45 + 30 µs.
 """
 
 from __future__ import annotations
