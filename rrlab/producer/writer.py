@@ -14,7 +14,6 @@ pipelined executemany ~48 + 40 µs (~7,300/s). With 25% updates, unnest updates 
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Iterator
@@ -42,8 +41,6 @@ from rrlab.producer.generator import (
     RunUpdate,
 )
 from rrlab.urls import PostgresUrl, mask_text
-
-log = logging.getLogger(__name__)
 
 POOL_CAPACITY = 50_000
 INSERT, UPDATE, DELETE = "insert", "update", "delete"
@@ -220,8 +217,12 @@ class RunWriter:
             self._conn = None
 
     def write_batch(self, records: int) -> BatchOutcome:
-        """Write ``records`` records (inserts, updates, deletes by the mix); never raises on a
-        database error: the outcome names it, and the connection is reopened next time."""
+        """Write ``records`` records (inserts, updates, deletes by the mix).
+
+        A database error does not raise: the outcome names it (password masked), the runs
+        taken for the failed statements go back to the pool unchanged, and a broken
+        connection is reopened by the next call.
+        """
         inserts, updates, deletes = self._mix.split(records)
         taken_for_update = self._take(updates)
         taken_for_delete = self._take(deletes)
@@ -243,7 +244,6 @@ class RunWriter:
             for run_id, status in taken_for_update + taken_for_delete:
                 self._pool.add(run_id, status)
             outcome.error = mask_text(str(exc).strip(), (self._url.password,))
-            log.warning("Write failed (%s): %s", type(exc).__name__, outcome.error)
             if self._conn is not None and (self._conn.closed or self._conn.broken):
                 self.close()
         return outcome
