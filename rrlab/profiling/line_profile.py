@@ -1,0 +1,188 @@
+"""line-profiler on a child process's hot functions: the start-up hook, and the .lprof as polars.
+
+The runner asks for it through the environment (``RRLAB_LINE_PROFILE`` = the .lprof path,
+``RRLAB_LINE_TARGETS`` = extra ``module:function`` targets, comma-separated); the process
+calls :func:`install_from_environment` first thing in ``main()``. Targets are replaced in
+place by profiling wrappers, wherever a module bound them (``from x import f``), so the
+profiler switches on in whichever thread calls them (flushes run in worker threads).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib
+import linecache
+import logging
+import os
+import signal
+import sys
+import types
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from rrlab.exceptions import ConfigError, ResultsError
+
+log = logging.getLogger(__name__)
+
+LINE_PROFILE_ENV = "RRLAB_LINE_PROFILE"
+LINE_TARGETS_ENV = "RRLAB_LINE_TARGETS"
+STATS_SUFFIX = ".lprof"
+
+# The consumer's hot path, in the order a change travels. The pgoutput value loaders are
+# psycopg's C loaders (rrlab.replication.values), which line-profiler cannot see into.
+CONSUMER_TARGETS = (
+    "rrlab.service.consumer:Consumer._handle",
+    "rrlab.replication.pgoutput:decode_message",
+    "rrlab.replication.pgoutput:read_tuple",
+    "rrlab.replication.pgoutput:Relation.row",
+    "rrlab.service.transactions:TransactionAssembler.change",
+    "rrlab.service.transactions:TransactionAssembler.commit",
+    "rrlab.service.scheduler:FlushScheduler.add_transaction",
+    "rrlab.service.scheduler:FlushScheduler._add",
+    "rrlab.service.flusher:Flusher.__call__",
+    "rrlab.service.transform:task_run_row",
+    "rrlab.service.transform:payload_row",
+    "rrlab.service.sinks:encode_rows",
+)
+
+FRAME_SCHEMA = {
+    "file": pl.String,
+    "function": pl.String,
+    "line": pl.Int64,
+    "hits": pl.Int64,
+    "total_s": pl.Float64,
+    "per_hit_us": pl.Float64,
+    "percent_of_function": pl.Float64,
+    "source": pl.String,
+}
+
+
+def profile_environment(stats_path: Path, targets: Sequence[str]) -> dict[str, str]:
+    """The environment that makes :func:`install_from_environment` profile ``targets``."""
+    return {LINE_PROFILE_ENV: str(stats_path), LINE_TARGETS_ENV: ",".join(targets)}
+
+
+def install_from_environment() -> Any | None:
+    """Profile the default and requested targets if the runner asked; returns the profiler.
+
+    Does nothing (and costs one environment lookup) when ``RRLAB_LINE_PROFILE`` is unset.
+    Statistics are written at exit, including an exit caused by SIGTERM.
+    """
+    stats_path = os.environ.get(LINE_PROFILE_ENV)
+    if not stats_path:
+        return None
+    extra = [t for t in os.environ.get(LINE_TARGETS_ENV, "").split(",") if t]
+    return install(Path(stats_path), CONSUMER_TARGETS, extra)
+
+
+def install(stats_path: Path, defaults: Iterable[str], extra: Iterable[str] = ()) -> Any:
+    """Wrap ``defaults`` (skipped with a warning when absent) and ``extra`` (must exist)."""
+    from line_profiler import LineProfiler
+
+    profiler = LineProfiler()
+    for spec in defaults:
+        try:
+            _profile_target(profiler, spec)
+        except ConfigError as exc:
+            log.warning("line profile: default target skipped: %s", exc)
+    for spec in extra:
+        _profile_target(profiler, spec)
+    atexit.register(_dump, profiler, stats_path)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        # without a handler SIGTERM ends the process before atexit; exit normally instead
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    return profiler
+
+
+def check_targets(targets: Iterable[str]) -> None:
+    """Raise ConfigError now (in the runner) for a target the profiled process could not find."""
+    for spec in targets:
+        _resolve(spec)
+
+
+def _dump(profiler: Any, stats_path: Path) -> None:
+    partial = stats_path.with_name(stats_path.name + ".partial")
+    profiler.dump_stats(partial)
+    partial.replace(stats_path)  # a reader never sees a half-written file
+
+
+def _resolve(spec: str) -> tuple[Any, str, Any]:
+    """``module:function`` or ``module:Class.method`` → (owner, attribute, raw attribute)."""
+    module_name, _, qualname = spec.partition(":")
+    if not module_name or not qualname:
+        raise ConfigError(
+            f"Line profile target {spec!r} is not module:function "
+            "(e.g. rrlab.service.transform:task_run_row)."
+        )
+    main = sys.modules.get("__main__")
+    main_spec = getattr(main, "__spec__", None)
+    if main_spec is not None and main_spec.name == module_name:
+        owner: Any = main  # run with -m: the module's live copy is __main__
+    else:
+        try:
+            owner = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"Line profile target {spec!r}: cannot import: {exc}") from None
+    *path, attribute = qualname.split(".")
+    for part in path:
+        owner = getattr(owner, part, None)
+        if owner is None:
+            raise ConfigError(f"Line profile target {spec!r}: {module_name} has no {part}.")
+    raw = owner.__dict__.get(attribute) if isinstance(owner, type) else None
+    raw = raw if raw is not None else getattr(owner, attribute, None)
+    if not isinstance(raw, types.FunctionType | staticmethod | classmethod):
+        raise ConfigError(
+            f"Line profile target {spec!r} is not a Python function in {module_name} "
+            "(C functions and other objects cannot be line-profiled)."
+        )
+    return owner, attribute, raw
+
+
+def _profile_target(profiler: Any, spec: str) -> None:
+    owner, attribute, raw = _resolve(spec)
+    profiler.add_callable(raw)
+    wrapped = profiler.wrap_callable(raw)
+    setattr(owner, attribute, wrapped)
+    if isinstance(raw, types.FunctionType):
+        _rebind(raw, wrapped)
+
+
+def _rebind(function: types.FunctionType, wrapped: Any) -> None:
+    """Point every module-level ``from x import f`` binding of ``function`` at the wrapper."""
+    for module in list(sys.modules.values()):
+        namespace = getattr(module, "__dict__", None)
+        if not namespace:
+            continue
+        for name, value in list(namespace.items()):
+            if value is function:
+                namespace[name] = wrapped
+
+
+def stats_frame(stats_path: Path) -> pl.DataFrame:
+    """One row per profiled line of a .lprof file, hottest first."""
+    from line_profiler import load_stats
+
+    try:
+        stats = load_stats(str(stats_path))
+    except (OSError, EOFError, ValueError) as exc:
+        raise ResultsError(f"Cannot read the line profile {stats_path}: {exc}") from None
+    rows: list[dict[str, Any]] = []
+    for (file, _first_line, function), timings in stats.timings.items():
+        function_time = sum(time for _line, _hits, time in timings)
+        for line, hits, time in timings:
+            rows.append(
+                {
+                    "file": file,
+                    "function": function,
+                    "line": line,
+                    "hits": hits,
+                    "total_s": time * stats.unit,
+                    "per_hit_us": time * stats.unit * 1e6 / hits if hits else None,
+                    "percent_of_function": 100 * time / function_time if function_time else None,
+                    "source": linecache.getline(file, line).rstrip(),
+                }
+            )
+    return pl.DataFrame(rows, schema=FRAME_SCHEMA).sort("total_s", descending=True)
