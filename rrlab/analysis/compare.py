@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from rrlab.analysis.load import Run
+from rrlab.analysis.load import Run, flatten
 
 # phases-frame column → how the table names it
 COMPARED_METRICS: dict[str, str] = {
@@ -72,6 +72,28 @@ def phase_deltas(runs: Sequence[Run], metrics: dict[str, str] | None = None) -> 
         .alias(f"{label} Δ%")
         for label in labels[1:]
     )
+
+
+def config_differences(runs: Sequence[Run]) -> pl.DataFrame:
+    """``setting, <run 1>, <run 2>, ...``: the configuration keys whose values differ between
+    runs (what the comparison is about), plus the sink and profiler actually used."""
+    labels = run_labels(runs)
+    flat = [
+        {**flatten(run.config, "."), "sink (used)": run.metadata.get("sink"),
+         "profile (used)": run.metadata.get("profile")}
+        for run in runs
+    ]  # fmt: skip
+    keys = list(dict.fromkeys(key for config in flat for key in config))
+    rows = [
+        [key, *(_text(config.get(key)) for config in flat)]
+        for key in keys
+        if len({_text(config.get(key)) for config in flat}) > 1
+    ]
+    return pl.DataFrame(rows, schema=["setting", *labels], orient="row")
+
+
+def _text(value: object) -> str:
+    return "–" if value is None else str(value)
 
 
 def _long_metrics(run: Run, label: str, metrics: dict[str, str]) -> pl.DataFrame:

@@ -180,12 +180,13 @@ def phases_frame(phases: list[dict[str, Any]]) -> pl.DataFrame:
     )
 
 
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], sep: str = "_", prefix: str = "") -> dict[str, Any]:
+    """Nested dicts to one level, keys joined with ``sep``."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}_"))
+            flat.update(flatten(value, sep, f"{name}{sep}"))
         else:
             flat[name] = value
     return flat

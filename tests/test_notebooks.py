@@ -1,0 +1,107 @@
+"""The notebooks execute under papermill on fabricated run folders: no errors, figures present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import papermill
+import pytest
+
+from tests.fixtures.fabricated_run import fabricate_run
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def execute(name: str, tmp_path: Path, **parameters) -> nbformat.NotebookNode:
+    output = tmp_path / f"executed-{name}"
+    papermill.execute_notebook(
+        str(NOTEBOOKS / name), str(output), parameters=parameters, kernel_name="python3",
+        progress_bar=False,
+    )  # fmt: skip
+    return nbformat.read(output, as_version=4)
+
+
+def outputs(nb: nbformat.NotebookNode) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+
+
+def figures(nb: nbformat.NotebookNode) -> list[dict]:
+    """Figure outputs: plotly's JSON for JupyterLab and an HTML div for export."""
+    found = [out for out in outputs(nb) if PLOTLY_MIME in out.get("data", {})]
+    for out in found:
+        assert "plotly-graph-div" in out["data"]["text/html"]
+    return found
+
+
+def texts(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(out.get("data", {}).get("text/markdown", "") for out in outputs(nb))
+
+
+def assert_no_errors(nb: nbformat.NotebookNode) -> None:
+    errors = [out for out in outputs(nb) if out.get("output_type") == "error"]
+    assert not errors, errors
+    streams = "".join(out.get("text", "") for out in outputs(nb) if out.get("name") == "stderr")
+    assert "Traceback" not in streams and "Warning" not in streams, streams
+
+
+def test_every_notebook_starts_with_a_parameters_cell():
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        first_code = next(
+            c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"
+        )
+        assert "parameters" in first_code.metadata.get("tags", []), path.name
+
+
+def test_run_notebook_parameters_cover_every_option():
+    nb = nbformat.read(NOTEBOOKS / "run.ipynb", as_version=4)
+    source = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", [])).source
+    for option in ("config", "throughput", "duration", "sink", "profile", "flush_batch_size",
+                   "flush_interval_ms", "max_flush_concurrency", "workers", "insert_update_ratio",
+                   "payload_size_kb", "run_name", "output", "run_dir",
+                   "lag_p99_threshold_ms"):  # fmt: skip
+        assert f"\n{option} = " in f"\n{source}", option
+
+
+def test_run_notebook_renders_an_existing_run(tmp_path):
+    run_dir = fabricate_run(tmp_path, consumer_capacity=3000)
+    nb = execute("run.ipynb", tmp_path, run_dir=str(run_dir))
+    assert_no_errors(nb)
+    assert len(figures(nb)) == 5  # throughput, lag, flushes, resources, per-phase summary
+    first_html = next(out["data"]["text/html"] for out in outputs(nb) if "data" in out)
+    assert "plotly.js v" in first_html[:2000]  # the bundle, embedded once before any figure
+    markdown = texts(nb)
+    assert str(run_dir) in markdown
+    assert "p99 replication lag" in markdown  # the overloaded phase is a finding
+    assert "No memray profile in this run" in markdown
+    assert "No line-profiler profile in this run" in markdown
+
+
+def test_compare_notebook_on_two_runs(tmp_path):
+    a = fabricate_run(tmp_path, run_name="batch50")
+    b = fabricate_run(tmp_path, run_name="batch100", flush_batch_size=100, seed=9)
+    nb = execute("compare.ipynb", tmp_path, run_dirs=[str(a), str(b)])
+    assert_no_errors(nb)
+    tables_and_figures = figures(nb)
+    assert len(tables_and_figures) == 6  # settings, deltas, throughput, lag, flushes, resources
+    settings = tables_and_figures[0]["data"][PLOTLY_MIME]["data"][0]["cells"]["values"]
+    assert "consumer.flush_batch_size" in settings[0]
+
+
+def test_breaking_point_notebook_on_an_existing_ramp(tmp_path):
+    ramp = fabricate_run(
+        tmp_path,
+        phases=(("r5k", 8, 5000), ("r10k", 8, 10000), ("r15k", 8, 15000)),
+        consumer_capacity=12000,
+    )
+    nb = execute("breaking_point.ipynb", tmp_path, run_dirs=[str(ramp)])
+    assert_no_errors(nb)
+    assert "Highest sustainable rate: 10,000 records/s" in texts(nb)
+    assert len(figures(nb)) == 5
+
+
+@pytest.mark.parametrize("name", ["run.ipynb", "compare.ipynb", "breaking_point.ipynb"])
+def test_notebooks_are_stored_without_outputs(name):
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
