@@ -286,7 +286,8 @@ class RunGenerator:
             )
         if status != EXECUTING:
             raise ValueError(f"run {run_id} in status {status} has no further transition")
-        usage_ms = min(int(rng.lognormvariate(7.5, 1.2)), 900_000)
+        usage_ms = min(max(1, int(rng.lognormvariate(7.5, 1.2))), 900_000)
+        # the pool remembers only a run's status, so the price is that of any preset
         cost = round(usage_ms * _CENTS_PER_MS[rng.choice(MACHINE_PRESETS)], 6)
         if rng.random() < self._error_rate:
             new_status = rng.choices(FAILED_STATUSES, _FAILED_WEIGHTS)[0]
