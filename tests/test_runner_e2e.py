@@ -50,7 +50,7 @@ def test_smoke_run_with_chdb_writes_complete_metrics(pg_server, tmp_path) -> Non
         assert phase["records_consumed"] == phase["records_produced"]
         assert phase["replication_lag_ms"]["p99"] is not None
         assert phase["batches_flushed"] > 0 and phase["consumer_utilization"]["mean"] is not None
-        assert set(phase["peak_rss_mb"]) == {"consumer", "producer-0"}
+        assert set(phase["peak_rss_mb"]) == {"consumer", "producer-0", "clickhouse"}
     inserts = sum(p["inserts"] for p in phases)
     with EmbeddedClickHouse(run_dir / "clickhouse") as clickhouse:
         client = clickhouse_client(clickhouse.url)

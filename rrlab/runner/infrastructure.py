@@ -32,6 +32,7 @@ class Infrastructure:
     clickhouse_url: str | None
     postgres_version: str
     clickhouse_version: str | None
+    clickhouse_pid: int | None = None
 
     def child_environment(self) -> dict[str, str]:
         env = {ENV_DATABASE_URL: self.database.url}
@@ -48,10 +49,10 @@ def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infras
     with psycopg.connect(database.url, autocommit=True) as conn:
         postgres_version = conn.execute("SHOW server_version").fetchone()[0]
     with contextlib.ExitStack() as stack:
-        clickhouse_url, clickhouse_version = None, None
+        clickhouse_url, clickhouse_version, clickhouse_pid = None, None, None
         if config.clickhouse.sink == "chdb":
             embedded = stack.enter_context(EmbeddedClickHouse(run_dir / "clickhouse"))
-            clickhouse_url = embedded.url
+            clickhouse_url, clickhouse_pid = embedded.url, embedded.pid
         elif config.clickhouse.sink == "clickhouse":
             clickhouse_url = config.clickhouse.clickhouse_url.reveal()
         if clickhouse_url:
@@ -59,4 +60,6 @@ def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infras
             run_migrations(client, config.clickhouse.database)
             clickhouse_version = client.server_version
             client.close()
-        yield Infrastructure(database, clickhouse_url, postgres_version, clickhouse_version)
+        yield Infrastructure(
+            database, clickhouse_url, postgres_version, clickhouse_version, clickhouse_pid
+        )

@@ -298,6 +298,8 @@ class Orchestrator:
             self._producer_done.add(sender)
         elif kind == "stats" and sender == CONSUMER:
             self._record_consumer(t, body)
+            if self.infra.clickhouse_pid:  # the embedded ClickHouse, sampled at the same pace
+                self._sample_process("clickhouse", self.infra.clickhouse_pid, t)
             self._consumer_reported = self._consumer_reported or bool(body.get("requested"))
         elif kind == "stats":
             self._record_producer(sender, t, body)
