@@ -7,15 +7,21 @@ named ``<process>-<attempt>`` so a restarted consumer never overwrites an earlie
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 from rrlab.config import ProfilingConfig
+from rrlab.exceptions import ResultsError
 from rrlab.profiling.flame import FLAME_SUFFIX
 from rrlab.profiling.line_profile import STATS_SUFFIX, check_targets
-from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, memray_wrapper
+from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, memray_wrapper, write_flamegraph
+
+log = logging.getLogger(__name__)
 
 PROFILES_DIR = "profiles"
 LAUNCHER = "rrlab.profiling.launch"
+_STEM = re.compile(r"^(?P<process>.+)-(?P<attempt>\d+)$")
 
 
 def profiles_dir(run_dir: Path) -> Path:
@@ -54,3 +60,28 @@ def wrapper_for(
     if not launch:
         return memray
     return [LAUNCHER, *launch, *(["-m", *memray] if memray else [])]
+
+
+def profile_files(run_dir: str | Path, suffix: str) -> list[tuple[str, int, Path]]:
+    """(process, attempt, path) of the run's profile files ending in ``suffix``, in start order."""
+    directory = profiles_dir(Path(run_dir))
+    found = []
+    for path in directory.glob(f"*{suffix}") if directory.is_dir() else []:
+        match = _STEM.match(path.name.removesuffix(suffix))
+        if match:
+            found.append((match["process"], int(match["attempt"]), path))
+    return sorted(found, key=lambda item: (item[0], item[1]))
+
+
+def finish_profiles(run_dir: Path) -> list[Path]:
+    """After the run: memray's HTML flame graph beside each capture. Returns the HTML files.
+
+    A capture memray cannot read (its process was killed mid-write) is logged and skipped.
+    """
+    written = []
+    for _process, _attempt, capture in profile_files(run_dir, CAPTURE_SUFFIX):
+        try:
+            written.append(write_flamegraph(capture))
+        except ResultsError as exc:
+            log.warning("%s", exc)
+    return written
