@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, from_environment, load_config
 from rrlab.exceptions import RrlabError, RunInterruptedError
+from rrlab.profiling import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
@@ -102,7 +104,13 @@ def run(
         with interrupts_as_exceptions(), prepared_infrastructure(resolved, run_dir) as infra:
             metadata["postgres_version"] = infra.postgres_version
             metadata["clickhouse_version"] = infra.clickhouse_version
-            orchestrator = Orchestrator(resolved, run_dir, infra, progress=progress)
+            orchestrator = Orchestrator(
+                resolved,
+                run_dir,
+                infra,
+                progress=progress,
+                consumer_wrapper=partial(wrapper_for, resolved.profiling, run_dir),
+            )
             phases = orchestrator.run()
             metadata["status"] = "complete"
     except (RunInterrupted, KeyboardInterrupt) as exc:
@@ -122,4 +130,5 @@ def run(
             orchestrator.recorder.write(run_dir / "timeseries")
         metadata["ended_at"] = datetime.now(UTC).isoformat()
         write_metrics(run_dir, metadata, phases)
+        finish_profiles(run_dir)
     return run_dir

@@ -33,13 +33,15 @@ def wrapper_for(
 ) -> list[str] | None:
     """The profiler argv for ``process``'s ``attempt``-th start (0 = first), or None.
 
+    The consumer is profiled, or every producer when ``profiling.profile_producer``.
+
     ``both`` runs memray and line-profiler in one process: the launcher sets up line
     profiling, then runs ``memray run`` in-process (tests/test_profiling.py checks that
     both outputs come out of one run). Bad ``line_targets`` raise ConfigError here, in the
     runner, rather than killing the child at start-up.
     """
     mode = profiling.mode
-    if mode == "none":
+    if mode == "none" or (process == "consumer") == profiling.profile_producer:
         return None
     directory = profiles_dir(run_dir)
     directory.mkdir(parents=True, exist_ok=True)

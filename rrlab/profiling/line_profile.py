@@ -47,6 +47,14 @@ CONSUMER_TARGETS = (
     "rrlab.service.transform:payload_row",
     "rrlab.service.sinks:encode_rows",
 )
+PRODUCER_TARGETS = (
+    "rrlab.producer.generator:RunGenerator.new_run",
+    "rrlab.producer.generator:RunGenerator.transition",
+    "rrlab.producer.generator:RunGenerator._payload",
+    "rrlab.producer.writer:RunWriter.write_batch",
+    "rrlab.producer.writer:RunWriter._insert",
+    "rrlab.producer.writer:RunWriter._update",
+)
 
 FRAME_SCHEMA = {
     "file": pl.String,
@@ -65,8 +73,8 @@ def profile_environment(stats_path: Path, targets: Sequence[str]) -> dict[str, s
     return {LINE_PROFILE_ENV: str(stats_path), LINE_TARGETS_ENV: ",".join(targets)}
 
 
-def install_from_environment() -> Any | None:
-    """Profile the default and requested targets if the runner asked; returns the profiler.
+def install_from_environment(defaults: Sequence[str] = CONSUMER_TARGETS) -> Any | None:
+    """Profile ``defaults`` and the requested targets if the runner asked; returns the profiler.
 
     Does nothing (and costs one environment lookup) when ``RRLAB_LINE_PROFILE`` is unset.
     Statistics are written at exit, including an exit caused by SIGTERM.
@@ -75,7 +83,7 @@ def install_from_environment() -> Any | None:
     if not stats_path:
         return None
     extra = [t for t in os.environ.get(LINE_TARGETS_ENV, "").split(",") if t]
-    return install(Path(stats_path), CONSUMER_TARGETS, extra)
+    return install(Path(stats_path), defaults, extra)
 
 
 def install(stats_path: Path, defaults: Iterable[str], extra: Iterable[str] = ()) -> Any:
