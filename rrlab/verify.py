@@ -225,6 +225,7 @@ def verify(
         duplicate_ids=sorted(duplicated.to_list())[:sample],
         payload_missing_ids=payload_missing_ids,
         postgres=mask_url(database_url),
+        clickhouse=mask_url(getattr(clickhouse_client, "url", "")),
         database=database,
         created_since=None if created_since is None else created_since.isoformat(),
     )
@@ -279,8 +280,8 @@ def _postgres_runs(database_url: str, created_since: datetime | None) -> pl.Data
 
 def _clickhouse_runs(client: Client, database: str, since_ms: int | None) -> pl.DataFrame:
     """(run_id, status, updated_at epoch ms, _version) of every live run in task_runs_v2 FINAL."""
-    # WHERE applies after FINAL has picked each run's newest version, so a run whose newest
-    # version is a delete disappears instead of showing an older live version.
+    # FINAL keeps each run's newest version and hides it when that version is a delete; the
+    # explicit filter, applied after FINAL, says so for servers and versions alike.
     query = (
         "SELECT run_id, toString(status) AS status, "
         "toUnixTimestamp64Milli(updated_at) AS updated_at, _version "
@@ -339,9 +340,7 @@ def verify_run(
     run_dir = Path(run_dir)
     environ = os.environ if environ is None else environ
     config = _read_json(run_dir / "config.json", required=True)
-    started_at = (
-        _read_json(run_dir / "metrics.json", required=False).get("run", {}).get("started_at")
-    )
+    started_at = _run_started_at(run_dir)
     try:
         postgres, clickhouse = config["postgres"], config["clickhouse"]
         database_name, sink = postgres["database_name"], clickhouse["sink"]
@@ -366,7 +365,7 @@ def verify_run(
                 client,
                 ch_database,
                 sample,
-                created_since=datetime.fromisoformat(started_at) if started_at else None,
+                created_since=started_at,
                 check_payloads=check_payloads,
             )
         finally:
@@ -374,6 +373,21 @@ def verify_run(
     report = replace(report, clickhouse=where)
     write_json(run_dir / VERIFY_FILE, report.to_dict())
     return report
+
+
+def _run_started_at(run_dir: Path) -> datetime | None:
+    """metrics.json's ``run.started_at``: the run created every TaskRun after it."""
+    run = _read_json(run_dir / "metrics.json", required=False).get("run")
+    started_at = run.get("started_at") if isinstance(run, dict) else None
+    if started_at is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(started_at))
+    except ValueError:
+        raise ResultsError(
+            f"{run_dir / 'metrics.json'}: run.started_at {started_at!r} is not an ISO-8601 time."
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
