@@ -57,11 +57,12 @@ def test_phase_spans_are_ordered_and_inside_the_samples(run_dir):
 def test_profile_files_lists_what_profiles_holds(tmp_path):
     run_dir = fabricate_run(tmp_path)
     assert load_run(run_dir).profile_files == {}
-    (run_dir / "profiles" / "consumer.memray.bin").write_bytes(b"x")
-    (run_dir / "profiles" / "consumer.lprof").write_bytes(b"x")
+    for name in ("consumer-0.memray.bin", "consumer-1.memray.bin", "consumer-0.lprof"):
+        (run_dir / "profiles" / name).write_bytes(b"x")
     files = load_run(run_dir).profile_files
-    assert [p.name for p in files["memray"]] == ["consumer.memray.bin"]
-    assert [p.name for p in files["lines"]] == ["consumer.lprof"]
+    assert [p.name for p in files["memray"]] == ["consumer-0.memray.bin", "consumer-1.memray.bin"]
+    assert [p.name for p in files["lines"]] == ["consumer-0.lprof"]
+    assert "flame" not in files
 
 
 def test_a_run_without_time_series_loads_with_empty_frames(tmp_path):

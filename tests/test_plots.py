@@ -112,8 +112,38 @@ def test_rates_spread_reports_over_their_interval():
     assert rates(frame, "records", grid, by="process").tolist() == [150, 200, 200, 50, 0]
 
 
-def test_bucketed_leaves_gaps_as_nulls():
-    frame = pl.DataFrame({"t": [0.2, 0.7, 3.1], "v": [1.0, 3.0, 5.0]})
+def test_bucketed_breaks_lines_at_pauses_not_at_jitter():
+    frame = pl.DataFrame({"t": [0.2, 0.7, 2.1, 6.5], "v": [1.0, 3.0, 5.0, 7.0]})
     out = bucketed(frame, 1.0, [pl.col("v").mean()])
-    assert out["t"].to_list() == [0.0, 1.0, 2.0, 3.0]
-    assert out["v"].to_list() == [2.0, None, None, 5.0]
+    assert out["t"].to_list() == [0.0, 2.0, 3.0, 6.0]
+    assert out["v"].to_list() == [2.0, 5.0, None, 7.0]
+
+
+def test_profile_figures_on_plain_frames():
+    heap = pl.DataFrame(
+        {"t_s": [0.0, 1.0, 2.0] * 2, "heap_mb": [1.0, 2.0, 3.0] * 2, "rss_mb": [40.0] * 6,
+         "process": ["consumer"] * 6, "attempt": [0, 0, 0, 1, 1, 1]}
+    )  # fmt: skip
+    assert names(plots.heap(heap)) == [
+        "consumer · heap", "consumer · RSS",
+        "consumer (restart 1) · heap", "consumer (restart 1) · RSS",
+    ]  # fmt: skip
+    sites = pl.DataFrame(
+        {"function": ["decode", "encode", "decode"], "file": ["/a/pgoutput.py", "/a/sinks.py",
+         "/a/pgoutput.py"], "line": [87, 56, 87], "bytes": [3 * 2**20, 2 * 2**20, 2**20],
+         "allocations": [10, 500, 5], "attempt": [0, 0, 1]}
+    )  # fmt: skip
+    by_bytes = plots.allocation_sites(sites, "bytes")
+    # the same site in two process starts is one bar; the largest at the top
+    assert list(by_bytes.data[0].y) == ["encode (sinks.py:56)", "decode (pgoutput.py:87)"]
+    assert list(by_bytes.data[0].x) == [2.0, 4.0]
+    assert list(plots.allocation_sites(sites, "allocations").data[0].x) == [15, 500]
+    lines = pl.DataFrame(
+        {"file": ["f.py"] * 3, "function": ["flush", "flush", "decode"], "line": [10, 11, 5],
+         "hits": [100, 1000, 50], "total_s": [0.5, 2.0, 0.1], "per_hit_us": [5e3, 2e3, 2e3],
+         "percent_of_function": [20.0, 80.0, 100.0],
+         "source": ["x = 1", "rows = encode(batch)", "y = 2"]}
+    )  # fmt: skip
+    fig = plots.hot_lines(lines, top=2)
+    assert list(fig.data[0].y) == ["flush:10  x = 1", "flush:11  rows = encode(batch)"]
+    assert fig.layout.xaxis.title.text == "total time in the line (s)"

@@ -11,15 +11,19 @@ from typing import Any
 import polars as pl
 
 from rrlab.exceptions import ResultsError
+from rrlab.profiling.flame import ERROR_SUFFIX, FLAME_SUFFIX
+from rrlab.profiling.line_profile import STATS_SUFFIX
+from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, FLAMEGRAPH_SUFFIX
 from rrlab.results import METRICS_SCHEMA_VERSION
 from rrlab.runner.metrics import SERIES
 
-# profiles/ file name patterns by the tool that wrote them; loaders for each live elsewhere.
-PROFILE_PATTERNS: dict[str, tuple[str, ...]] = {
-    "memray": ("*.bin", "*.memray"),
-    "memray_flamegraph": ("*flamegraph*.html", "memray-*.html"),
-    "lines": ("*.lprof",),
-    "flame": ("*.svg", "*.speedscope.json"),
+# profiles/ files by kind, named <process>-<attempt><suffix> (rrlab.profiling writes them)
+PROFILE_SUFFIXES: dict[str, str] = {
+    "memray": CAPTURE_SUFFIX,
+    "memray_flamegraph": FLAMEGRAPH_SUFFIX,
+    "lines": STATS_SUFFIX,
+    "flame": FLAME_SUFFIX,
+    "flame_error": ERROR_SUFFIX,
 }
 
 
@@ -80,28 +84,41 @@ class Run:
         tagged = pl.concat(
             [frame.select("t", "phase") for frame in self.series.values()], how="vertical"
         ).drop_nulls()
-        producer_end = self.producer.group_by("phase").agg(pl.col("t").max().alias("load_end_t"))
+        # a producer report counts the records of the second before it: the load began then
+        producer = (
+            self.producer.drop_nulls("t")
+            .sort("t")
+            .with_columns(pl.col("t").diff().over("process").median().alias("interval"))
+            .group_by("phase")
+            .agg(
+                (pl.col("t").min() - pl.col("interval").fill_null(1.0).first()).alias("load_t"),
+                pl.col("t").max().alias("load_end_t"),
+            )
+        )
         order = self.phases.select(pl.col("name").alias("phase")).with_row_index("order")
         return (
             tagged.group_by("phase")
             .agg(pl.col("t").min().alias("start_t"), pl.col("t").max().alias("end_t"))
             .join(order, on="phase", how="inner")
-            .join(producer_end, on="phase", how="left")
-            .with_columns(pl.col("load_end_t").fill_null(pl.col("end_t")))
+            .join(producer, on="phase", how="left")
+            .with_columns(
+                pl.min_horizontal("start_t", pl.col("load_t").clip(lower_bound=0.0)),
+                pl.col("load_end_t").fill_null(pl.col("end_t")),
+            )
             .sort("order")
-            .drop("order")
+            .drop("order", "load_t")
         )
 
     @property
     def profile_files(self) -> dict[str, list[Path]]:
         """Files under profiles/ by kind (``memray``, ``lines``, ``flame``, ...); empty if none.
 
-        The profiling loaders (heap, allocation sites, hot lines) start from these paths.
+        :mod:`rrlab.analysis.profiles` reads them into frames.
         """
         folder = self.path / "profiles"
         found: dict[str, list[Path]] = {}
-        for kind, patterns in PROFILE_PATTERNS.items():
-            paths = sorted({p for pattern in patterns for p in folder.glob(pattern)})
+        for kind, suffix in PROFILE_SUFFIXES.items():
+            paths = sorted(folder.glob(f"*{suffix}"))
             if paths:
                 found[kind] = paths
         return found

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import plotly.graph_objects as go
 import plotly.io as pio
+import polars as pl
 from IPython.display import HTML, Markdown, display
 from plotly.offline import get_plotlyjs
 
+from rrlab.analysis import plots, profiles
 from rrlab.analysis.findings import Finding
 from rrlab.analysis.load import Run
 
@@ -80,4 +83,52 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
         f"- {'⚠️' if f.severity == 'warning' else 'ℹ️'} "
         f"{f'**{f.phase}**: ' if f.phase else ''}{f.message}"
         for f in ordered
+    )
+
+
+def show_memray(run: Run) -> None:
+    """The memray section: heap over time, summary, top sites, what was left at exit, and
+    links to memray's own flame graphs; a note when the run has no capture."""
+    if "memray" not in run.profile_files:
+        note("No memray profile in this run (run with `profile='memray'` to record one).")
+        return
+    memray = profiles.memray_frames(run.path)
+    show(plots.heap(memray["heap"]))
+    show(plots.table(memray["summary"].drop("pid"), "memray summary per process start"))
+    show(plots.allocation_sites(memray["top_by_bytes"], "bytes"))
+    show(plots.allocation_sites(memray["top_by_count"], "allocations"))
+    at_exit = memray["at_exit"].select("function", "file", "line", "bytes", "allocations",
+                                       "rrlab_frame", "process", "attempt")  # fmt: skip
+    show(plots.table(at_exit.head(15), "Still allocated at exit (largest call stacks)"))
+    note(_links(profiles.memray_flamegraphs(run.path), "html", "memray flame graph"))
+
+
+def show_hot_lines(run: Run, top: int = 15) -> None:
+    """The line-profiler section: a bar chart and a table of the hottest lines."""
+    if "lines" not in run.profile_files:
+        note("No line-profiler profile in this run (run with `profile='lines'` to record one).")
+        return
+    lines = profiles.line_profile_frame(run.path)
+    show(plots.hot_lines(lines, top))
+    columns = ["function", "line", "hits", "total_s", "per_hit_us", "percent_of_function",
+               "source", "file", "process", "attempt"]  # fmt: skip
+    show(plots.table(lines.select(columns).head(top * 2), "Hot lines (line-profiler)"))
+
+
+def show_flame(run: Run) -> None:
+    """Links to py-spy flame graphs, or why there is none."""
+    if not {"flame", "flame_error"} & set(run.profile_files):
+        note("No py-spy flame graph in this run (run with `profile='flame'` to record one).")
+        return
+    graphs = profiles.flame_graphs(run.path)
+    reasons = [f"- {row['process']}: {row['error']}"
+               for row in graphs.drop_nulls("error").iter_rows(named=True)]  # fmt: skip
+    note("\n".join([_links(graphs.drop_nulls("svg"), "svg", "py-spy flame graph"), *reasons]))
+
+
+def _links(files: pl.DataFrame, column: str, what: str) -> str:
+    """Markdown links relative to the run folder, where report.html sits."""
+    return "\n".join(
+        f"- [{what}: {row['process']} (start {row['attempt']})](profiles/{Path(row[column]).name})"
+        for row in files.iter_rows(named=True)
     )

@@ -8,6 +8,7 @@ and returns a ``plotly.graph_objects.Figure``; time series are bucketed to at mo
 from rrlab.analysis.plots._common import MAX_POINTS
 from rrlab.analysis.plots.flushes import flushes
 from rrlab.analysis.plots.lag import replication_lag
+from rrlab.analysis.plots.profiles import allocation_sites, heap, hot_lines
 from rrlab.analysis.plots.ramp import breaking_point
 from rrlab.analysis.plots.resources import resources
 from rrlab.analysis.plots.tables import phase_summary, table
@@ -15,8 +16,11 @@ from rrlab.analysis.plots.throughput import throughput
 
 __all__ = [
     "MAX_POINTS",
+    "allocation_sites",
     "breaking_point",
     "flushes",
+    "heap",
+    "hot_lines",
     "phase_summary",
     "replication_lag",
     "resources",

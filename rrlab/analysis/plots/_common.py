@@ -73,21 +73,24 @@ def rates(frame: pl.DataFrame, column: str, grid: np.ndarray, by: str | None = N
 def bucketed(
     frame: pl.DataFrame, width: float, aggs: Sequence[pl.Expr], by: str | None = None
 ) -> pl.DataFrame:
-    """``aggs`` per time bucket (and ``by`` group); a bucket without samples is a null row, so
-    that lines break across pauses instead of drawing through them."""
-    keys = ["t", by] if by else ["t"]
+    """``aggs`` per time bucket (and ``by`` group), for buckets that have samples. Where two or
+    more buckets in a row are empty (a pause, a stalled process) a null row breaks the line,
+    instead of drawing through the gap; one missing bucket (report jitter) does not."""
+    keys = [by, "t"] if by else ["t"]
     values = (
         frame.drop_nulls("t")
         .with_columns(((pl.col("t") / width).floor() * width).alias("t"))
         .group_by(keys)
         .agg(*aggs)
+        .sort(keys)
     )
-    if values.height == 0:
-        return values
-    grid = pl.DataFrame({"t": np.arange(0.0, values["t"].max() + width, width)})
-    if by:
-        grid = grid.join(values.select(by).unique(maintain_order=True), how="cross")
-    return grid.join(values, on=keys, how="left").sort(keys)
+    previous = pl.col("t").shift(1)
+    gaps = (
+        values.with_columns((previous.over(by) if by else previous).alias("_previous"))
+        .filter(pl.col("t") - pl.col("_previous") > 2 * width)
+        .select(*([by] if by else []), (pl.col("_previous") + width).alias("t"))
+    )
+    return pl.concat([values, gaps], how="diagonal_relaxed").sort(keys)
 
 
 def add_phase_bands(fig: go.Figure, run: Run, label_row: int | None = None) -> None:

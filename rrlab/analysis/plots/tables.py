@@ -50,7 +50,7 @@ def phase_summary(run: Run) -> go.Figure:
             columnwidth=[2.2] + [1] * run.phases.height,
         )
     )
-    return finish(fig, "Per-phase summary", height=90 + 26 * len(rows))
+    return finish(fig, "Per-phase summary", height=table_height(len(rows)))
 
 
 def table(frame: pl.DataFrame, title: str) -> go.Figure:
@@ -63,7 +63,12 @@ def table(frame: pl.DataFrame, title: str) -> go.Figure:
             cells={"values": cells, "align": align},
         )
     )
-    return finish(fig, title, height=110 + 26 * max(frame.height, 1))
+    return finish(fig, title, height=table_height(frame.height))
+
+
+def table_height(rows: int) -> int:
+    """Pixels for a header and ``rows`` one-line rows, plus the title and margins."""
+    return 160 + 24 * max(rows, 1)
 
 
 def _number_format(dtype: pl.DataType) -> str:
