@@ -183,8 +183,8 @@ def verify(
     # Of a duplicated run id, the newest version speaks for the run.
     clickhouse = clickhouse.sort("_version", descending=True).unique("run_id", keep="first")
 
-    missing = _sorted_ids(postgres.join(clickhouse, on="run_id", how="anti"))
-    extra = _sorted_ids(clickhouse.join(postgres, on="run_id", how="anti"))
+    missing = postgres.join(clickhouse, on="run_id", how="anti")
+    extra = clickhouse.join(postgres, on="run_id", how="anti")
     stale = (
         postgres.join(clickhouse, on="run_id", how="inner", suffix="_ch")
         .filter(
@@ -198,19 +198,19 @@ def verify(
     if check_payloads:
         payload_ids = _payload_run_ids(clickhouse_client, database, since_ms)
         payload_rows = payload_ids.height
-        absent = _sorted_ids(postgres.join(payload_ids, on="run_id", how="anti"))
-        payload_missing, payload_missing_ids = len(absent), absent[:sample]
+        absent = postgres.join(payload_ids, on="run_id", how="anti")
+        payload_missing, payload_missing_ids = absent.height, _first_ids(absent, sample)
     return VerifyReport(
         postgres_rows=postgres.height,
         clickhouse_rows=clickhouse.height,
-        missing=len(missing),
-        extra=len(extra),
+        missing=missing.height,
+        extra=extra.height,
         stale=stale.height,
         duplicates=duplicated.len(),
         payload_rows=payload_rows,
         payload_missing=payload_missing,
-        missing_ids=missing[:sample],
-        extra_ids=extra[:sample],
+        missing_ids=_first_ids(missing, sample),
+        extra_ids=_first_ids(extra, sample),
         stale_runs=[
             StaleRun(
                 run_id=row["run_id"],
@@ -231,8 +231,8 @@ def verify(
     )
 
 
-def _sorted_ids(frame: pl.DataFrame) -> list[str]:
-    return frame["run_id"].sort().to_list()
+def _first_ids(frame: pl.DataFrame, sample: int) -> list[str]:
+    return frame["run_id"].sort().head(sample).to_list()
 
 
 def _epoch_ms(moment: datetime) -> int:
@@ -332,10 +332,11 @@ def verify_run(
 
     Embedded defaults: the embedded PostgreSQL (started if needed) and the embedded
     ClickHouse on ``RUN_DIR/clickhouse`` (reused if it runs, else started and stopped again).
-    A user's servers come from ``database_url`` / ``clickhouse_url``, else DATABASE_URL /
-    CLICKHOUSE_URL in ``environ`` (default: the process environment); config.json holds
-    them masked only. PostgreSQL holds the profiling database's current state, so verify a
-    run before another run with the same ``postgres.database_name`` empties it.
+    ``database_url`` / ``clickhouse_url`` (the server, not the profiling database) override
+    both; for a run on a user's server they are needed, else DATABASE_URL / CLICKHOUSE_URL
+    in ``environ`` (default: the process environment), as config.json holds them masked.
+    PostgreSQL holds the profiling database's current state, so verify a run before another
+    run with the same ``postgres.database_name`` empties it.
     """
     run_dir = Path(run_dir)
     environ = os.environ if environ is None else environ
@@ -412,9 +413,11 @@ def _postgres_server_url(
 ) -> str:
     """The clear-text URL of the run's PostgreSQL server (its database is replaced later)."""
     recorded = postgres.get("database_url")
+    if given:
+        return given
     if recorded is None:
         return EmbeddedPostgres().start().url
-    url = given or environ.get("DATABASE_URL")
+    url = environ.get("DATABASE_URL")
     if not url:
         raise ConfigError(
             f"The run used the user's PostgreSQL server {recorded}; its run folder keeps the "
@@ -432,6 +435,9 @@ def _clickhouse_url(
     For the embedded sink that is the endpoint serving ``RUN_DIR/clickhouse``: the running
     one (a second engine cannot open a data dir one holds), or one started for the duration.
     """
+    if given:
+        yield given, mask_url(given)
+        return
     if clickhouse["sink"] == "chdb":
         data_dir = run_dir / "clickhouse"
         if not data_dir.is_dir():
@@ -447,7 +453,7 @@ def _clickhouse_url(
         with EmbeddedClickHouse(data_dir) as endpoint:
             yield endpoint.url, where
         return
-    url = given or environ.get("CLICKHOUSE_URL")
+    url = environ.get("CLICKHOUSE_URL")
     if not url:
         raise ConfigError(
             f"The run used the user's ClickHouse server {clickhouse.get('clickhouse_url')}; its "
