@@ -41,12 +41,19 @@ def _wait_for(predicate, what: str, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def _profiled_app(run_dir: Path, profiling: ProfilingConfig, *app_args: str, settle=None) -> int:
+def _profiled_app(
+    run_dir: Path,
+    profiling: ProfilingConfig,
+    *app_args: str,
+    settle=None,
+    attempt: int = 0,
+    stop_signal: int = signal.SIGTERM,
+) -> int:
     """Start the stand-in under ``profiling`` (as the runner starts the consumer), let it work,
-    SIGTERM it; returns its exit status."""
-    ready = run_dir / "ready"
+    send it ``stop_signal``; returns its exit status."""
+    ready = run_dir / f"ready-{attempt}"
     command = python_module_command(
-        APP, [str(ready), *app_args], wrapper_for(profiling, run_dir, 0)
+        APP, [str(ready), *app_args], wrapper_for(profiling, run_dir, attempt)
     )
     with open(run_dir / "app.log", "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
@@ -55,7 +62,7 @@ def _profiled_app(run_dir: Path, profiling: ProfilingConfig, *app_args: str, set
         if settle is not None:
             _wait_for(settle, "the profiler to start", process)
         time.sleep(0.5)  # some work to profile; no assertion depends on how much
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         return process.wait(timeout=STARTUP_TIMEOUT_S)
     finally:
         if process.poll() is None:
@@ -137,6 +144,19 @@ def test_memray_capture_of_a_stand_in(tmp_path) -> None:
     assert memray_flamegraphs(tmp_path)["html"].to_list() == [str(html)]
     assert heap_over_time(frames["heap"]).data
     assert top_allocation_sites(frames["top_by_count"], by="allocations").data
+
+
+def test_a_killed_consumers_capture_stays_beside_its_restart(tmp_path, caplog) -> None:
+    profiling = ProfilingConfig(mode="memray")
+    assert _profiled_app(tmp_path, profiling, stop_signal=signal.SIGKILL) == -signal.SIGKILL
+    assert _profiled_app(tmp_path, profiling, attempt=1) == 0
+    summary = memray_frames(tmp_path)["summary"].sort("attempt")
+    assert summary["attempt"].to_list() == [0, 1]
+    assert summary["ended_normally"].to_list() == [False, True]
+    assert summary["duration_s"].min() > 0
+    (tmp_path / "profiles" / "consumer-2.memray.bin").write_bytes(b"not a capture")
+    assert memray_frames(tmp_path)["summary"].height == 2
+    assert "consumer-2.memray.bin" in caplog.text
 
 
 def test_memray_and_line_profiler_share_one_run(tmp_path) -> None:

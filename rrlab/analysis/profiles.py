@@ -6,6 +6,7 @@ restart); every frame carries ``process`` and ``attempt`` columns so restarts st
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import polars as pl
@@ -15,6 +16,8 @@ from rrlab.profiling import profile_files, profiles_dir
 from rrlab.profiling.flame import ERROR_SUFFIX, FLAME_SUFFIX
 from rrlab.profiling.line_profile import STATS_SUFFIX, stats_frame
 from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, FLAMEGRAPH_SUFFIX, capture_frames
+
+log = logging.getLogger(__name__)
 
 MEMRAY_FRAMES = ("heap", "top_by_bytes", "top_by_count", "at_peak", "at_exit", "summary")
 
@@ -29,9 +32,19 @@ def memray_frames(run_dir: str | Path) -> dict[str, pl.DataFrame]:
     if not captures:
         raise ResultsError(_missing(run_dir, "memray capture", "memray"))
     parts: dict[str, list[pl.DataFrame]] = {name: [] for name in MEMRAY_FRAMES}
+    unreadable = []
     for process, attempt, path in captures:
-        for name, frame in capture_frames(path).items():
+        try:
+            frames = capture_frames(path)
+        except ResultsError as exc:
+            unreadable.append(str(exc))  # e.g. a restarted consumer's first, cut-off capture
+            continue
+        for name, frame in frames.items():
             parts[name].append(_tagged(frame, process, attempt))
+    if len(unreadable) == len(captures):
+        raise ResultsError(" ".join(unreadable))
+    for reason in unreadable:
+        log.warning("%s", reason)
     return {name: pl.concat(frames) for name, frames in parts.items()}
 
 

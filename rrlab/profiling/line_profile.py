@@ -79,10 +79,12 @@ def install_from_environment(defaults: Sequence[str] = CONSUMER_TARGETS) -> Any 
     Does nothing (and costs one environment lookup) when ``RRLAB_LINE_PROFILE`` is unset.
     Statistics are written at exit, including an exit caused by SIGTERM.
     """
-    stats_path = os.environ.get(LINE_PROFILE_ENV)
+    # taken out of the environment so that a Python child of ours does not profile too
+    stats_path = os.environ.pop(LINE_PROFILE_ENV, None)
+    targets = os.environ.pop(LINE_TARGETS_ENV, "")
     if not stats_path:
         return None
-    extra = [t for t in os.environ.get(LINE_TARGETS_ENV, "").split(",") if t]
+    extra = [t for t in targets.split(",") if t]
     return install(Path(stats_path), defaults, extra)
 
 

@@ -58,7 +58,8 @@ def capture_frames(capture: Path, top: int = TOP_SITES) -> dict[str, pl.DataFram
       bytes and by number of allocations over the whole run (memray's stats engine)
     - ``at_peak`` / ``at_exit``: what was allocated at the high-water mark and still
       allocated at exit, per call stack, with the innermost rrlab frame
-    - ``summary``: one row: peak, totals, still allocated at exit, duration, native frames
+    - ``summary``: one row: peak, totals, still allocated at exit (at the kill, for a killed
+      process: ``ended_normally`` is false), duration, native frames
     """
     import memray
     from memray._memray import compute_statistics  # the engine behind `memray stats`
@@ -83,6 +84,7 @@ def capture_frames(capture: Path, top: int = TOP_SITES) -> dict[str, pl.DataFram
         at_exit, leaked_bytes = _stack_sites(reader.get_leaked_allocation_records(), top)
     finally:
         reader.close()
+    last_s = heap["t_s"].max() if heap.height else 0.0
     stats = compute_statistics(str(capture), num_largest=top)
     by_bytes = dict(stats.top_locations_by_size)
     by_count = dict(stats.top_locations_by_count)
@@ -92,7 +94,9 @@ def capture_frames(capture: Path, top: int = TOP_SITES) -> dict[str, pl.DataFram
             "total_allocated_mb": [stats.total_memory_allocated / 2**20],
             "total_allocations": [stats.total_num_allocations],
             "still_allocated_at_exit_mb": [leaked_bytes / 2**20],
-            "duration_s": [(meta.end_time - meta.start_time).total_seconds()],
+            # a killed process leaves no end time: its last snapshot tells how long it ran
+            "duration_s": [max((meta.end_time - meta.start_time).total_seconds(), last_s)],
+            "ended_normally": [meta.end_time > meta.start_time],
             "native_frames": [meta.has_native_traces],
             "pid": [meta.pid],
         }
