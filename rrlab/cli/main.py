@@ -17,6 +17,7 @@ VERBS = {
     "report": "Write a run folder's self-contained HTML report (report.html).",
     "pg": "Manage the embedded PostgreSQL server (status, url, stop, reset).",
     "verify": "Compare a run's PostgreSQL and ClickHouse: missing, extra and stale runs.",
+    "bench": "Benchmarks: `bench drain` times draining a backlog against pg_recvlogical.",
 }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, load_child_config
-from rrlab.exceptions import RrlabError
+from rrlab.exceptions import ConfigError, RrlabError
 from rrlab.replication.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -38,6 +38,7 @@ from rrlab.replication.pgoutput import (
 )
 from rrlab.replication.stream import ReplicationStream
 from rrlab.runner.ipc import ChildChannel
+from rrlab.service.events import lsn_to_int
 from rrlab.service.flusher import Flusher, FlushMetrics
 from rrlab.service.process_stats import ProcessStats
 from rrlab.service.scheduler import FlushScheduler
@@ -70,8 +71,19 @@ SHUTDOWN_FLUSH_TIMEOUT_S = 8.0
 class Consumer:
     """One replication service instance: stream → decode → transactions → scheduler → sink."""
 
-    def __init__(self, config: RunConfig, database_url: str, sink: Sink, report) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        database_url: str,
+        sink: Sink,
+        report,
+        *,
+        end_lsn: int | None = None,
+    ) -> None:
         self.config = config
+        # like pg_recvlogical --endpos: stop (flush, acknowledge, exit) once the stream
+        # has delivered everything up to this LSN; None streams until told to stop
+        self.end_lsn = end_lsn
         self.database_url = database_url
         self.sink = sink
         self.report = report
@@ -107,7 +119,7 @@ class Consumer:
             status_interval_s=consumer.status_interval_s,
         )
         self.scheduler.start()
-        self.report({"type": "ready", "pid": os.getpid()})
+        self.report({"type": "ready", "pid": os.getpid(), "t": time.time()})
         log.info(
             "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
         )
@@ -121,6 +133,8 @@ class Consumer:
                     self._handle(message.payload)
                 if not self.assembler.in_transaction and stream.server_wal_end:
                     self.scheduler.note_position(stream.server_wal_end)
+                    if self.end_lsn is not None and stream.server_wal_end >= self.end_lsn:
+                        break
                 stream.flushed_lsn = max(stream.flushed_lsn, self.scheduler.ack_lsn)
                 self.stats.busy(time.perf_counter() - busy_from)
                 now = time.monotonic()
@@ -244,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="run configuration (config.json or a params file)")
     parser.add_argument("--sink", choices=["chdb", "clickhouse", "mock"], help="override the sink")
     parser.add_argument("--stats-file", help="standalone: write the 1 s reports here (JSON lines)")
+    parser.add_argument(
+        "--end-lsn",
+        metavar="LSN",
+        help="stop once everything up to LSN (e.g. 0/1A2B3C4) is flushed and acknowledged",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -259,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if not database_url:
             raise RrlabError("The consumer needs DATABASE_URL (the profiling database).")
         report = _reporter(channel, args.stats_file)
-        consumer = Consumer(config, database_url, _sink_for(config), report)
+        end_lsn = _parse_end_lsn(args.end_lsn) if args.end_lsn else None
+        consumer = Consumer(config, database_url, _sink_for(config), report, end_lsn=end_lsn)
     except RrlabError as exc:
         print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
         return 2
@@ -272,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
         return 2
     return 0
+
+
+def _parse_end_lsn(text: str) -> int:
+    try:
+        return lsn_to_int(text)
+    except ValueError:
+        raise ConfigError(
+            f"--end-lsn {text!r} is not an LSN: give it as PostgreSQL prints it, e.g. 0/1A2B3C4."
+        ) from None
 
 
 def _reporter(channel: ChildChannel | None, stats_file: str | None):

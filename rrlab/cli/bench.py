@@ -1,0 +1,66 @@
+"""``rrlab bench drain``: the consumer's drain speed against ``pg_recvlogical``, as flags."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rrlab.bench.drain import DrainOptions, drain_bench, format_result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    benches = parser.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    drain = benches.add_parser(
+        "drain",
+        help="drain a backlog with pg_recvlogical, the consumer (mock) and the consumer (chdb)",
+        description="Build a backlog of TaskRun changes, then drain copies of its slot with "
+        "pg_recvlogical, the consumer with the mock sink and the consumer with the embedded "
+        "ClickHouse, interleaved for several rounds. The result is also saved as "
+        "results/bench/<timestamp>-drain.json.",
+    )
+    defaults = DrainOptions()
+    drain.add_argument("--inserts", type=int, default=defaults.inserts, metavar="N")
+    drain.add_argument(
+        "--update-ratio",
+        type=float,
+        default=defaults.update_ratio,
+        metavar="R",
+        help=f"updates per insert (default {defaults.update_ratio})",
+    )
+    drain.add_argument("--deletes", type=int, default=defaults.deletes, metavar="N")
+    drain.add_argument("--payload-kb", type=float, default=defaults.payload_kb, metavar="KB")
+    drain.add_argument("--rounds", type=int, default=defaults.rounds, metavar="N")
+    drain.add_argument(
+        "-c", "--config", metavar="FILE", help="params file whose consumer settings to use"
+    )
+    drain.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a consumer setting, e.g. --set consumer.flush_batch_size=500",
+    )
+    drain.add_argument("--output", default=defaults.results_dir, metavar="DIR")
+    drain.add_argument("--json", action="store_true", help="print the result as one JSON object")
+
+
+def main(args: argparse.Namespace) -> int:
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"rrlab bench: --set {item!r} must look like KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    options = DrainOptions(
+        inserts=args.inserts,
+        update_ratio=args.update_ratio,
+        deletes=args.deletes,
+        payload_kb=args.payload_kb,
+        rounds=args.rounds,
+        consumer_params=args.config,
+        overrides=overrides,
+        results_dir=args.output,
+    )
+    result = drain_bench(options)
+    print(json.dumps(result) if args.json else format_result(result), flush=True)
+    return 0 if result["all_rows_received"] else 1
