@@ -103,6 +103,11 @@ class VerifyReport:
             _count_line("stale (status or updated_at differ)", self.stale, []),
         ]
         lines += [f"      {run.describe()}" for run in self.stale_runs]
+        if self.missing == self.postgres_rows > 0 and self.extra == self.clickhouse_rows > 0:
+            lines.append(
+                "  no run in common: PostgreSQL probably holds a later run's rows (runs with the "
+                "same postgres.database_name empty it at start); verify right after a run."
+            )
         if self.duplicates:
             lines.append(
                 _count_line("duplicated in ClickHouse FINAL", self.duplicates, self.duplicate_ids)

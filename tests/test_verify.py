@@ -191,6 +191,20 @@ def test_sample_limits_the_ids_listed_not_the_counts(
     expected = sorted(run["id"] for run in taskruns(profiling_db))[:3]
     assert report.missing_ids == expected and report.payload_missing_ids == expected
     assert "…" in report.summary()
+    assert "no run in common" not in report.summary()  # ClickHouse is empty, not replaced
+
+
+def test_no_run_in_common_hints_at_a_reused_profiling_database(
+    profiling_db: ProfilingDatabase, ch_db: tuple[Client, str]
+) -> None:
+    client, name = ch_db
+    produce(profiling_db, inserts=4)
+    replicate(client, [{**run, "id": f"earlier_{run['id']}"} for run in taskruns(profiling_db)])
+
+    report = verify(profiling_db.url.url, client, name)
+
+    assert (report.missing, report.extra) == (4, 4)
+    assert "no run in common" in report.summary()
 
 
 def test_a_run_without_its_payload_row_is_reported_unless_payloads_are_off(
@@ -218,7 +232,9 @@ def test_created_since_leaves_out_earlier_runs_of_a_shared_clickhouse(
     earlier = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
     leftover = {**synced[0], "id": "run_of_an_earlier_run", "createdAt": earlier}
     replicate(client, [leftover])
-    assert verify(profiling_db.url.url, client, name).extra_ids == ["run_of_an_earlier_run"]
+    unscoped = verify(profiling_db.url.url, client, name)
+    assert unscoped.extra_ids == ["run_of_an_earlier_run"]
+    assert "no run in common" not in unscoped.summary()
 
     since = min(run["createdAt"] for run in synced) - timedelta(seconds=1)
     report = verify(profiling_db.url.url, client, name, created_since=since)
