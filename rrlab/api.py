@@ -15,6 +15,7 @@ from rrlab.profiling import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
+from rrlab.verify import verify_run
 
 log = logging.getLogger(__name__)
 
@@ -131,4 +132,23 @@ def run(
         metadata["ended_at"] = datetime.now(UTC).isoformat()
         write_metrics(run_dir, metadata, phases)
         finish_profiles(run_dir)
+    if resolved.clickhouse.sink != "mock":
+        metadata["verify"] = _verify(resolved, run_dir)
+        write_metrics(run_dir, metadata, phases)
     return run_dir
+
+
+def _verify(config: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """Compare PostgreSQL with ClickHouse after the run; the outcome goes into metrics.json."""
+    database_url, clickhouse_url = config.postgres.database_url, config.clickhouse.clickhouse_url
+    try:
+        report = verify_run(
+            run_dir,
+            database_url=database_url.reveal() if database_url else None,
+            clickhouse_url=clickhouse_url.reveal() if clickhouse_url else None,
+        )
+    except RrlabError as exc:
+        log.error("verify could not compare PostgreSQL with ClickHouse: %s", exc)
+        return {"ok": False, "error": str(exc)}
+    (log.info if report.ok else log.error)("verify: %s", report.summary())
+    return report.to_dict()

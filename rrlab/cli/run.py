@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 
 from rrlab.api import run
 from rrlab.exceptions import RunInterruptedError
@@ -63,5 +65,10 @@ def main(args: argparse.Namespace) -> int:
         print(exc, flush=True)
         print(exc.run_dir, flush=True)
         return 130
+    verified = json.loads((run_dir / "metrics.json").read_text())["run"].get("verify", {})
+    differs = bool(verified) and not verified.get("ok")
+    if differs:
+        print("rrlab: verify found differences between PostgreSQL and ClickHouse "
+              f"(see {run_dir / 'verify.json'})", file=sys.stderr)  # fmt: skip
     print(run_dir, flush=True)
-    return 0
+    return 1 if differs else 0
