@@ -23,7 +23,13 @@ from rrlab.analysis.profiles import (
 from rrlab.config import ProfilingConfig
 from rrlab.exceptions import ConfigError, ResultsError
 from rrlab.profiling import finish_profiles, flame, wrapper_for
-from rrlab.profiling.line_profile import CONSUMER_TARGETS, PRODUCER_TARGETS, check_targets
+from rrlab.profiling.line_profile import (
+    CONSUMER_TARGETS,
+    PRODUCER_TARGETS,
+    check_targets,
+    install,
+    stats_frame,
+)
 from rrlab.runner.processes import python_module_command
 from rrlab.service import consumer
 from tests.fixtures.profiled_app import HOT_TARGETS
@@ -117,6 +123,28 @@ def test_bad_line_targets_are_refused_in_the_runner(tmp_path) -> None:
 def test_default_line_targets_exist() -> None:
     check_targets(CONSUMER_TARGETS)
     check_targets(PRODUCER_TARGETS)
+
+
+def test_targets_are_replaced_where_other_modules_imported_them(tmp_path, monkeypatch) -> None:
+    (tmp_path / "lp_lib.py").write_text(
+        "def work(n):\n    total = 0\n    for i in range(n):\n"
+        "        total += i\n    return total\n"
+    )
+    (tmp_path / "lp_user.py").write_text(
+        "from lp_lib import work\n\ndef use():\n    return work(1000)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        import lp_user
+
+        profiler = install(tmp_path / "lp.lprof", (), ["lp_lib:work"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # pytest's own SIGTERM handling stays
+    assert lp_user.use() == 499500
+    profiler.dump_stats(tmp_path / "lp.lprof")
+    loop = stats_frame(tmp_path / "lp.lprof").filter(pl.col("source").str.contains("total \\+= i"))
+    assert loop["hits"].item() == 1000 and loop["function"].item() == "work"
 
 
 # --- stand-in program ------------------------------------------------------------------------

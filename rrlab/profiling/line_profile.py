@@ -93,13 +93,15 @@ def install(stats_path: Path, defaults: Iterable[str], extra: Iterable[str] = ()
     from line_profiler import LineProfiler
 
     profiler = LineProfiler()
+    defaults = tuple(defaults)
     for spec in defaults:
         try:
             _profile_target(profiler, spec)
         except ConfigError as exc:
             log.warning("line profile: default target skipped: %s", exc)
-    for spec in extra:
-        _profile_target(profiler, spec)
+    for spec in dict.fromkeys(extra):
+        if spec not in defaults:  # wrapping twice would count every line twice
+            _profile_target(profiler, spec)
     atexit.register(_dump, profiler, stats_path)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         # without a handler SIGTERM ends the process before atexit; exit normally instead
