@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, from_environment, load_config
-from rrlab.exceptions import RrlabError, RunInterruptedError
+from rrlab.exceptions import ConfigError, RrlabError, RunInterruptedError
 from rrlab.profiling import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
@@ -47,6 +47,7 @@ def resolve_config(
     throughput: int | None = None,
     duration: float | None = None,
     mock_clickhouse: bool = False,
+    chaos: str | None = None,
     overrides: dict[str, Any] | None = None,
     **options: Any,
 ) -> RunConfig:
@@ -57,6 +58,8 @@ def resolve_config(
     flat = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
     if mock_clickhouse:
         flat["clickhouse.sink"] = "mock"
+    if chaos:
+        flat.update(parse_chaos(chaos))
     flat.update(overrides or {})
     base = config if isinstance(config, RunConfig) else load_config(config)
     resolved = base.with_overrides(flat)
@@ -64,6 +67,20 @@ def resolve_config(
         phases = _phases_from(resolved, throughput, duration, single=config is None)
         resolved = resolved.with_overrides({"phases": phases})
     return from_environment(resolved, dict(os.environ))
+
+
+def parse_chaos(spec: str) -> dict[str, Any]:
+    """``kill-consumer=N[,seed=S]`` → chaos settings."""
+    settings: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in ("kill-consumer", "seed"):
+            raise ConfigError(
+                f"--chaos {spec!r} is not understood: use kill-consumer=N "
+                "(SIGKILL the consumer N times during the load phases), optionally ,seed=S."
+            )
+        settings[f"chaos.{key.replace('-', '_')}"] = value
+    return settings
 
 
 def _phases_from(config: RunConfig, throughput, duration, single: bool) -> list[dict[str, Any]]:

@@ -158,6 +158,14 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class ChaosConfig:
+    """Faults the runner injects to prove that no change is lost."""
+
+    kill_consumer: int = field(default=0, metadata=_limits(0, 1_000))
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one run needs, resolved and validated."""
 
@@ -168,6 +176,7 @@ class RunConfig:
     postgres: PostgresConfig = field(default_factory=PostgresConfig)
     clickhouse: ClickHouseConfig = field(default_factory=ClickHouseConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    chaos: ChaosConfig = field(default_factory=ChaosConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data with every secret masked: what config.json holds."""

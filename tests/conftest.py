@@ -1,3 +1,3 @@
-"""Shared fixtures: a real embedded PostgreSQL and a real chdb endpoint, started once per session."""
+"""Shared fixtures: a real embedded PostgreSQL and a real chdb endpoint, one per session."""
 
 pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.clickhouse"]

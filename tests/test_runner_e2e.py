@@ -130,3 +130,19 @@ def test_bad_options_are_refused_before_anything_starts(tmp_path) -> None:
     assert "target_throughput = -5 is out of range" in result.stderr
     assert "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_a_killed_consumer_is_restarted_and_nothing_is_lost(pg_server, tmp_path) -> None:
+    run_dir = rrlab.run(
+        sink="chdb",
+        output=str(tmp_path),
+        progress=False,
+        chaos="kill-consumer=2,seed=7",
+        overrides=_short_phases(("load", 6, 2000)),
+    )
+    run = _metrics(run_dir)["run"]
+    assert run["status"] == "complete" and run["consumer_restarts"] == 2
+    assert run["verify"]["ok"], run["verify"]
+    assert run["verify"]["missing"] == 0 and run["verify"]["stale"] == 0
+    assert (run_dir / "logs" / "consumer.log").read_text().count("streaming slot") == 3

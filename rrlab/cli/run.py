@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override any setting, e.g. --set consumer.flush_batch_size=100 (repeatable)",
     )
+    parser.add_argument(
+        "--chaos",
+        metavar="kill-consumer=N",
+        help="SIGKILL the consumer N times at random moments of the load phases",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -58,6 +63,7 @@ def main(args: argparse.Namespace) -> int:
             run_name=args.run_name,
             verbose=args.verbose or None,
             database_url=args.database_url,
+            chaos=args.chaos,
             overrides=overrides,
             progress=not args.no_progress,
         )

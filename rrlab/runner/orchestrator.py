@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import random
 import signal
 import threading
 import time
@@ -66,6 +67,8 @@ class Orchestrator:
         self.consumer: ChildProcess | None = None
         self.producers: dict[str, ChildProcess] = {}
         self.consumer_restarts = 0
+        load_s = sum(phase.duration_s for phase in config.phases)
+        self.chaos = ChaosSchedule(config.chaos.kill_consumer, load_s, config.chaos.seed)
         self.phase_name = "startup"
         self.phases_done: list[dict[str, Any]] = []
         self.started = time.time()
@@ -157,7 +160,8 @@ class Orchestrator:
                 raise RunError(f"A producer died unexpectedly: {child.describe_exit()}")
         if self.consumer is not None and not self.consumer.alive():
             description = self.consumer.describe_exit()
-            if self.consumer_restarts >= self.config.consumer.max_restarts:
+            allowed = self.config.consumer.max_restarts + self.chaos.planned
+            if self.consumer_restarts >= allowed:
                 raise RunError(
                     f"The consumer died and was restarted {self.consumer_restarts} times "
                     f"already (consumer.max_restarts): {description}"
@@ -182,6 +186,7 @@ class Orchestrator:
         for producer in self.producers:
             self.server.send(producer, {"cmd": "phase", "name": name, "rate": share})
         load_started = time.monotonic()
+        self.chaos.start(load_started)
         bar = tqdm(
             total=round(duration_s),
             desc=f"{name} @ {target:,}/s",
@@ -191,7 +196,10 @@ class Orchestrator:
         )
         with bar:
             while (elapsed := time.monotonic() - load_started) < duration_s:
-                self._pump(min(1.0, duration_s - elapsed))
+                self._pump(min(0.5, duration_s - elapsed))
+                if self.consumer is not None and self.chaos.due(time.monotonic()):
+                    log.warning("chaos: SIGKILL to the consumer (pid %d)", self.consumer.pid)
+                    self.consumer.kill()
                 self._check_children()
                 bar.n = min(round(time.monotonic() - load_started), round(duration_s))
                 bar.set_postfix(self._live_rates(), refresh=True)
@@ -346,6 +354,36 @@ class Orchestrator:
             {"t": t, "phase": self.phase_name, "process": name, "pid": pid,
              "cpu_percent": cpu, "rss_mb": rss},
         )  # fmt: skip
+
+
+class ChaosSchedule:
+    """When to SIGKILL the consumer: ``count`` random moments of the load phases' time.
+
+    Kills are spread over the phases' summed duration; the clock only runs while
+    producers write (the schedule is consulted from the load loop only), so a kill never
+    lands in a catch-up or a pause.
+    """
+
+    def __init__(self, count: int, load_s: float, seed: int | None) -> None:
+        rng = random.Random(seed)
+        self.planned = count
+        self._offsets = sorted(rng.uniform(0.05, 0.95) * load_s for _ in range(count))
+        self._load_clock = 0.0
+        self._last: float | None = None
+
+    def start(self, now: float) -> None:
+        """A load phase starts: time since the previous call is not load time."""
+        self._last = now
+
+    def due(self, now: float) -> bool:
+        """Advance the load clock to ``now``; True when a kill is due (once per kill)."""
+        if self._last is not None:
+            self._load_clock += now - self._last
+        self._last = now
+        if self._offsets and self._offsets[0] <= self._load_clock:
+            self._offsets.pop(0)
+            return True
+        return False
 
 
 @contextlib.contextmanager

@@ -247,9 +247,13 @@ def _sink_for(config: RunConfig) -> Sink:
             "The consumer needs a ClickHouse URL: set CLICKHOUSE_URL "
             "(https://host:8443?username=...&password=...) or use --sink mock."
         )
+    from clickhouse_connect.driver.httputil import get_pool_manager
+
     from rrlab.infra.clickhouse import clickhouse_client
 
-    client = clickhouse_client(url, database=config.clickhouse.database)
+    # one pooled HTTP connection per flush that may be in flight
+    pool = get_pool_manager(maxsize=config.consumer.max_flush_concurrency)
+    client = clickhouse_client(url, database=config.clickhouse.database, pool_mgr=pool)
     return ClickHouseSink(client, max_poison_strips=config.consumer.max_poison_strips_per_batch)
 
 
