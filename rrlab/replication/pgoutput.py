@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 from psycopg.abc import Buffer
 
 from rrlab.exceptions import ReplicationError
+from rrlab.replication._tuples import skip_tuple as _skip_tuple
+from rrlab.replication._tuples import walk_tuple
 from rrlab.replication.values import RowLoader, row_loader, text_row_loader
 
 _U16 = struct.Struct(">H").unpack_from
@@ -27,8 +29,8 @@ _COLUMN_TAIL = struct.Struct(">Ii").unpack_from
 _TRUNCATE_HEAD = struct.Struct(">IB").unpack_from
 _MESSAGE_HEAD = struct.Struct(">BQ").unpack_from
 
-_T, _N, _U, _B = b"t"[0], b"n"[0], b"u"[0], b"b"[0]
-_NEW, _KEY, _OLD = b"N"[0], b"K"[0], b"O"[0]
+_B = b"b"[0]
+_NEW = b"N"[0]
 
 
 class _UnchangedToast:
@@ -75,7 +77,8 @@ class Relation:
     columns: tuple[Column, ...]
     selected_names: tuple[str, ...] = ()
     index: dict[str, int] = field(default_factory=dict)
-    # One byte per column, 1 when it is selected: the tuple walker's plan.
+    # One byte per column, 1 when it is selected: the plan of the C tuple walker
+    # (rrlab/replication/_tuples.c).
     keep: bytes = b""
     load: RowLoader = field(default=tuple, repr=False)
 
@@ -221,37 +224,10 @@ def read_tuple(data: Buffer, pos: int, relation: Relation) -> tuple[tuple[Any, .
     Returns the values and the position after the tuple. Unselected columns are
     stepped over; unchanged TOAST values become :data:`UNCHANGED_TOAST`.
     """
-    keep = relation.keep
-    (ncols,) = _U16(data, pos)
-    if ncols != len(keep):
-        raise _column_count_error(relation, ncols)
-    pos += 2
-    raw: list[Buffer | None] = []
-    append = raw.append
-    unchanged: list[int] | None = None
-    for wanted in keep:
-        kind = data[pos]
-        if kind == _T:
-            end = pos + 5 + _I32(data, pos + 1)[0]
-            if wanted:
-                append(data[pos + 5 : end])
-            pos = end
-        elif kind == _N:
-            if wanted:
-                append(None)
-            pos += 1
-        elif kind == _U:
-            if wanted:
-                unchanged = (unchanged or []) + [len(raw)]
-                append(None)
-            pos += 1
-        else:
-            raise _value_kind_error(relation, kind)
-    if pos > len(data):
-        # slicing past the end does not fail: the last value would be silently cut short
-        raise ReplicationError(
-            f"A tuple of {relation.namespace}.{relation.name} is truncated (malformed message)."
-        )
+    try:
+        raw, unchanged, pos = walk_tuple(data, pos, relation.keep)
+    except ValueError as exc:
+        raise _tuple_error(relation, *exc.args) from None
     values = relation.load(raw)
     if unchanged:
         patched = list(values)
@@ -263,14 +239,20 @@ def read_tuple(data: Buffer, pos: int, relation: Relation) -> tuple[tuple[Any, .
 
 def skip_tuple(data: Buffer, pos: int) -> int:
     """The position after the TupleData at ``pos``, converting nothing."""
-    (ncols,) = _U16(data, pos)
-    pos += 2
-    for _ in range(ncols):
-        if data[pos] == _T:
-            pos += 5 + _I32(data, pos + 1)[0]
-        else:
-            pos += 1
-    return pos
+    try:
+        return _skip_tuple(data, pos)
+    except ValueError as exc:
+        raise _tuple_error(None, *exc.args) from None
+
+
+def _tuple_error(relation: Relation | None, code: str, detail: int) -> ReplicationError:
+    """The walker's ValueError(code, detail) worded for the user."""
+    table = f"{relation.namespace}.{relation.name}" if relation else "a table"
+    if relation is not None and code == "count":
+        return _column_count_error(relation, detail)
+    if code == "kind":
+        return _value_kind_error(table, detail)
+    return ReplicationError(f"A tuple of {table} is truncated (malformed message).")
 
 
 def _column_count_error(relation: Relation, ncols: int) -> ReplicationError:
@@ -280,15 +262,15 @@ def _column_count_error(relation: Relation, ncols: int) -> ReplicationError:
     )
 
 
-def _value_kind_error(relation: Relation, kind: int) -> ReplicationError:
+def _value_kind_error(table: str, kind: int) -> ReplicationError:
     if kind == _B:
         return ReplicationError(
-            f"{relation.namespace}.{relation.name} arrived in binary format ('b'); rrlab "
+            f"{table} arrived in binary format ('b'); rrlab "
             "decodes text values only: do not start replication with binary 'true'."
         )
     return ReplicationError(
-        f"Unknown pgoutput value kind {bytes([kind])!r} in a tuple of "
-        f"{relation.namespace}.{relation.name}; the stream is corrupt."
+        f"Unknown pgoutput value kind {bytes([kind])!r} in a tuple of {table}; "
+        "the stream is corrupt."
     )
 
 
