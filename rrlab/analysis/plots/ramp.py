@@ -59,10 +59,11 @@ def breaking_point(
                   annotation_text=f"p99 threshold {lag_p99_threshold_ms:,.0f} ms",
                   annotation_position="top left", row=2, col=1)  # fmt: skip
     if rate is not None:
-        for row, note in ((1, f"sustainable: {rate.target_throughput:,.0f} rec/s"), (2, None)):
-            fig.add_vline(x=rate.target_throughput, line={"color": "#2ca02c", "width": 1.5},
-                          annotation_text=note, annotation_position="top right",
-                          row=row, col=1)  # fmt: skip
+        line = {"color": "#2ca02c", "width": 1.5}
+        fig.add_vline(x=rate.target_throughput, line=line, row=2, col=1)
+        fig.add_vline(x=rate.target_throughput, line=line, row=1, col=1,
+                      annotation_text=f"sustainable: {rate.target_throughput:,.0f} rec/s",
+                      annotation_position="top right")  # fmt: skip
     fig.update_xaxes(title_text="target rate (records/s)", row=2, col=1)
     fig.update_yaxes(title_text="achieved (records/s)", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="replication lag (ms)", rangemode="tozero", row=2, col=1)
