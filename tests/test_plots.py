@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import plotly.graph_objects as go
 import polars as pl
@@ -147,3 +149,16 @@ def test_profile_figures_on_plain_frames():
     fig = plots.hot_lines(lines, top=2)
     assert list(fig.data[0].y) == ["flush:10  x = 1", "flush:11  rows = encode(batch)"]
     assert fig.layout.xaxis.title.text == "total time in the line (s)"
+
+
+def test_figures_of_a_run_stopped_before_its_first_phase(tmp_path):
+    run_dir = fabricate_run(tmp_path, status="incomplete")
+    for file in (run_dir / "timeseries").iterdir():
+        file.unlink()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "phases": []}))
+    run = load_run(run_dir)
+    for figure in (plots.throughput, plots.replication_lag, plots.flushes, plots.resources,
+                   plots.phase_summary):  # fmt: skip
+        assert isinstance(figure(run), go.Figure)
+    assert sustainable_rate(run, 1000) is None

@@ -27,6 +27,13 @@ PROFILE_SUFFIXES: dict[str, str] = {
 }
 
 
+CORE_PHASE_COLUMNS: dict[str, Any] = {
+    "name": pl.Utf8, "duration_s": pl.Float64, "target_throughput": pl.Int64,
+    "producer_throughput": pl.Float64, "consumer_throughput": pl.Float64,
+    "replication_lag_ms_p50": pl.Float64, "replication_lag_ms_p99": pl.Float64,
+}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Run:
     """One run folder as data. ``phases`` has one row per phase, nested metrics flattened."""
@@ -187,14 +194,16 @@ def phases_frame(phases: list[dict[str, Any]]) -> pl.DataFrame:
     """One row per phase; nested objects flattened with ``_`` (replication_lag_ms_p99,
     cpu_percent_consumer, peak_rss_mb_producer-0, ...)."""
     rows = [flatten(phase) for phase in phases]
-    if not rows:
-        return pl.DataFrame(schema={"name": pl.Utf8})
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         [{key: row.get(key) for key in columns} for row in rows],
         infer_schema_length=None,
         strict=False,
     )
+    # a run stopped before its first phase ended still has the columns figures select
+    missing = [pl.lit(None, dtype).alias(c) for c, dtype in CORE_PHASE_COLUMNS.items()
+               if c not in frame.columns]  # fmt: skip
+    return frame.with_columns(missing) if rows else pl.DataFrame(schema=CORE_PHASE_COLUMNS)
 
 
 def flatten(data: dict[str, Any], sep: str = "_", prefix: str = "") -> dict[str, Any]:
