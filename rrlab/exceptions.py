@@ -35,6 +35,10 @@ class ReplicationError(RrlabError):
     """The replication stream failed: missing slot or publication, slot in use, protocol error."""
 
 
+class SlotInUseError(ReplicationError):
+    """Another process streams from the replication slot."""
+
+
 class SinkError(RrlabError):
     """Rows could not be written to the sink after every retry."""
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from rrlab.exceptions import ReplicationError
+from rrlab.exceptions import ReplicationError, SlotInUseError
 from rrlab.service.events import PG_EPOCH_OFFSET_US, lsn_to_str
 from rrlab.urls import mask_text
 
@@ -211,14 +211,14 @@ class ReplicationStream:
 
     def _slot_in_use_error(
         self, pid: str | None, app: str | None = None, addr: str | None = None
-    ) -> ReplicationError:
+    ) -> SlotInUseError:
         holder = f"PostgreSQL process {pid}" if pid else "another process"
         details = ", ".join(
             part for part in (app and f"application {app!r}", addr and f"from {addr}") if part
         )
         if details:
             holder += f" ({details})"
-        return ReplicationError(
+        return SlotInUseError(
             f"Replication slot {self.slot!r} is already in use by {holder}. Only one "
             "consumer may read a slot: stop the other consumer, or "
             f"SELECT pg_terminate_backend({pid or '<pid>'}) if it is a leftover."
