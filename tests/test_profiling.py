@@ -168,7 +168,9 @@ def test_memray_capture_of_a_stand_in(tmp_path) -> None:
     assert summary["peak_memory_mb"] > 0 and summary["total_allocations"] > 0
     assert summary["still_allocated_at_exit_mb"] > 0 and not summary["native_frames"]
     (html,) = finish_profiles(tmp_path)
-    assert html.name == "consumer-0.memray-flamegraph.html" and html.stat().st_size > 10_000
+    assert html.name == "consumer-0.memray-flamegraph.html"
+    page = html.read_text()
+    assert "encode_batch" in page and "cdn.jsdelivr" not in page  # opens offline
     assert memray_flamegraphs(tmp_path)["html"].to_list() == [str(html)]
     assert heap_over_time(frames["heap"]).data
     assert top_allocation_sites(frames["top_by_count"], by="allocations").data

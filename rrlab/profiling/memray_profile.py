@@ -38,9 +38,13 @@ def memray_wrapper(capture: Path, *, native: bool = False) -> list[str]:
 
 
 def write_flamegraph(capture: Path) -> Path:
-    """memray's own HTML flame graph (peak memory) next to the capture; returns its path."""
+    """memray's own HTML flame graph (peak memory) next to the capture; returns its path.
+
+    ``--no-web`` inlines memray's scripts (about 4.5 MB) so the file opens offline, like
+    the rest of the run folder, instead of fetching them from a CDN.
+    """
     html = capture.with_name(capture.name.removesuffix(CAPTURE_SUFFIX) + FLAMEGRAPH_SUFFIX)
-    command = [sys.executable, "-m", "memray", "flamegraph", "--force", "-o", str(html)]
+    command = [sys.executable, "-m", "memray", "flamegraph", "--no-web", "--force", "-o", str(html)]
     result = subprocess.run([*command, str(capture)], capture_output=True, text=True)
     if result.returncode != 0:
         raise ResultsError(
