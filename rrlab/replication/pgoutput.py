@@ -81,13 +81,19 @@ class Relation:
     # (rrlab/replication/_tuples.c).
     keep: bytes = b""
     load: RowLoader = field(default=tuple, repr=False)
+    # selected names → None: copying it presizes a row dict (no resizes while filling)
+    template: dict[str, None] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
         return f"Relation({self.oid}, {self.namespace}.{self.name}, {len(self.columns)} columns)"
 
     def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
         """A decoded tuple as a dict of column name → value."""
-        return dict(zip(self.selected_names, values, strict=True))
+        if len(values) != len(self.selected_names):
+            raise ValueError(f"{len(values)} values for {len(self.selected_names)} columns")
+        row = self.template.copy()
+        row.update(zip(self.selected_names, values, strict=False))
+        return row
 
 
 class Begin(NamedTuple):
@@ -196,6 +202,7 @@ class RelationCache:
         wanted = [c for c in relation.columns if self.columns is None or c.name in self.columns]
         relation.selected_names = tuple(c.name for c in wanted)
         relation.index = {name: i for i, name in enumerate(relation.selected_names)}
+        relation.template = dict.fromkeys(relation.selected_names)
         relation.keep = bytes(
             1 if self.columns is None or c.name in self.columns else 0 for c in relation.columns
         )

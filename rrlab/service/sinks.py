@@ -44,7 +44,8 @@ JSON_PARSE_ERROR = "cannot parse json object"
 _AT_ROW = re.compile(r"\(at row (\d+)\)")
 _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 
-_encode_row = json.JSONEncoder(separators=(",", ":")).encode
+# rows are built by the transform and never circular: skipping the check is ~5% faster
+_encode_row = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 
 def encode_rows(rows: Sequence[Row]) -> bytes:
