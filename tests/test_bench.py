@@ -51,6 +51,8 @@ def test_drain_bench_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     # the consumers flushed a row per surviving event (dedup keeps one per kind and run id)
     assert all(0 < d["rows_flushed"] <= result["rows"] for d in drains[1:])
     assert result["all_rows_received"] is True
+    assert all(d["cpu_s"] > 0 for d in drains)
+    assert drains[2]["clickhouse_cpu_s"] > 0
     saved = Path(result["saved_to"])
     assert saved.parent == tmp_path / "bench" and saved.name.endswith("-drain.json")
     assert json.loads(saved.read_text())["rows"] == result["rows"]

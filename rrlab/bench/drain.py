@@ -9,7 +9,10 @@ sink, and the consumer process with the embedded ClickHouse (fresh tables every 
 A consumer drain is timed from the moment its stream is started (its ``ready`` report) to
 the moment everything up to the backlog's end LSN is flushed and acknowledged (its last
 report, written when it stops at ``--end-lsn``); process start-up (imports) is excluded and
-reported apart. ``pg_recvlogical`` is timed from spawn to exit (``--endpos``).
+reported apart. ``pg_recvlogical`` is timed from spawn to exit (``--endpos``). Each drain
+also records the CPU seconds of the draining process (the consumer's include its start-up,
+~0.4 s of imports) and, for the chdb sink, of the ClickHouse endpoint: on a shared machine
+CPU per row is steadier than rows/s.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from rrlab.config import RunConfig, load_config
 from rrlab.exceptions import ConfigError, RunError
@@ -115,6 +120,8 @@ class Drain:
     rows: int
     received_rows: int
     startup_s: float = 0.0
+    cpu_s: float = 0.0
+    clickhouse_cpu_s: float = 0.0
     flushes: int = 0
     rows_flushed: int = 0
 
@@ -191,11 +198,9 @@ def slot_copy(url: PostgresUrl, slot: str) -> Iterator[str]:
             )
 
 
-def drain_pg_recvlogical(
-    url: PostgresUrl, slot: str, publication: str, backlog: Backlog
-) -> tuple[float, int]:
-    """Seconds ``pg_recvlogical`` takes to stream the slot up to the backlog's end; the rows
-    it received (all of them: it exits 0 only once it reached ``--endpos``)."""
+def drain_pg_recvlogical(url: PostgresUrl, slot: str, publication: str, backlog: Backlog) -> Drain:
+    """``pg_recvlogical`` streaming the slot up to the backlog's end; it received every row,
+    as it exits 0 only once it reached ``--endpos``."""
     command = [
         pg_binary("pg_recvlogical"),
         "--dbname",
@@ -213,15 +218,18 @@ def drain_pg_recvlogical(
         "--file",
         "/dev/null",
     ]
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, timeout=DRAIN_TIMEOUT_S)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RunError(
-            f"pg_recvlogical failed (exit {done.returncode}): "
-            f"{done.stderr.decode(errors='replace').strip()[-500:]}"
-        )
-    return seconds, backlog.rows
+    with tempfile.TemporaryFile() as errors:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
+        code, cpu_s = _wait_with_cpu(process, DRAIN_TIMEOUT_S)
+        seconds = time.perf_counter() - started
+        if code != 0:
+            errors.seek(0)
+            raise RunError(
+                f"pg_recvlogical failed ({'timed out' if code is None else f'exit {code}'}): "
+                f"{errors.read().decode(errors='replace').strip()[-500:]}"
+            )
+    return Drain(0, PG_RECVLOGICAL, seconds, backlog.rows, backlog.rows, cpu_s=cpu_s)
 
 
 def consumer_config(options: DrainOptions, slot: str, sink: str, database: str) -> RunConfig:
@@ -267,19 +275,36 @@ def drain_consumer(
     spawned = time.time()
     with open(log_path, "wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-        try:
-            code = process.wait(DRAIN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            code = None
+        code, cpu_s = _wait_with_cpu(process, DRAIN_TIMEOUT_S)
     if code != 0:
         tail = log_path.read_text(errors="replace")[-1500:]
         raise RunError(
             f"The consumer ({config.clickhouse.sink} sink) did not drain the backlog "
             f"({'timed out' if code is None else f'exit {code}'}); its log ends:\n{tail}"
         )
-    return _drain_from_reports(stats_path, spawned, backlog)
+    drain = _drain_from_reports(stats_path, spawned, backlog)
+    drain.cpu_s = cpu_s
+    return drain
+
+
+def _wait_with_cpu(process: subprocess.Popen[bytes], timeout_s: float) -> tuple[int | None, float]:
+    """Wait for ``process``; its exit code (None when killed at the timeout) and the CPU
+    seconds it used (user + system, from the kernel's accounting of the reaped child).
+
+    CPU per row is steadier than rows/s on a shared machine: other load slows a drain but
+    barely changes the work it does."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            return process.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            process.kill()
+            _, _, usage = os.wait4(process.pid, 0)
+            process.returncode = -9
+            return None, usage.ru_utime + usage.ru_stime
+        time.sleep(0.01)
 
 
 def _drain_from_reports(stats_path: Path, spawned: float, backlog: Backlog) -> Drain:
@@ -331,6 +356,12 @@ def summarise(options: DrainOptions, backlog: Backlog, drains: list[Drain]) -> d
         rates = [d.rows_per_s for d in runs]
         result[f"{variant}_rows_per_s"] = round(statistics.median(rates))
         result[f"{variant}_rows_per_s_range"] = [round(min(rates)), round(max(rates))]
+        result[f"{variant}_cpu_us_per_row"] = round(
+            statistics.median(d.cpu_s for d in runs) * 1e6 / backlog.rows, 1
+        )
+    result["chdb_clickhouse_cpu_us_per_row"] = round(
+        statistics.median(d.clickhouse_cpu_s for d in by_variant[CHDB]) * 1e6 / backlog.rows, 1
+    )
     for variant in (MOCK, CHDB):
         result[f"ratio_{variant}"] = spread(
             [d.rows_per_s / ceiling[d.round] for d in by_variant[variant]]
@@ -402,8 +433,7 @@ def _drain_once(
 ) -> Drain:
     with slot_copy(url, BENCH_SLOT) as slot:
         if variant == PG_RECVLOGICAL:
-            seconds, received = drain_pg_recvlogical(url, slot, BENCH_PUBLICATION, backlog)
-            return Drain(0, variant, seconds, backlog.rows, received)
+            return drain_pg_recvlogical(url, slot, BENCH_PUBLICATION, backlog)
         if variant == MOCK:
             config = consumer_config(options, slot, MOCK, "bench")
             return drain_consumer(config, url, None, backlog, workdir)
@@ -412,7 +442,11 @@ def _drain_once(
         try:
             run_migrations(client, database)
             config = consumer_config(options, slot, CHDB, database)
-            return drain_consumer(config, url, clickhouse.url, backlog, workdir)
+            server = psutil.Process(clickhouse.pid)
+            before = sum(server.cpu_times()[:2])
+            drain = drain_consumer(config, url, clickhouse.url, backlog, workdir)
+            drain.clickhouse_cpu_s = sum(server.cpu_times()[:2]) - before
+            return drain
         finally:
             client.command(f"DROP DATABASE IF EXISTS {database}")
             client.close()
@@ -440,6 +474,7 @@ def format_result(result: dict[str, Any]) -> str:
             f"  {variant:<15} {result[f'{variant}_rows_per_s']:>9,} rows/s "
             f"(min {low:,}, max {high:,})"
         )
+        line += f", {result[f'{variant}_cpu_us_per_row']} µs CPU/row"
         if variant != PG_RECVLOGICAL:
             ratio = result[f"ratio_{variant}"]
             line += (
