@@ -11,7 +11,7 @@ from typing import Any
 
 from rrlab.config import RunConfig, from_environment, load_config
 from rrlab.exceptions import ConfigError, RrlabError, RunInterruptedError
-from rrlab.profiling import finish_profiles, wrapper_for
+from rrlab.profiling.wrappers import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
@@ -128,6 +128,9 @@ def run(
                 infra,
                 progress=progress,
                 consumer_wrapper=partial(wrapper_for, resolved.profiling, run_dir),
+                producer_wrapper=lambda name: wrapper_for(
+                    resolved.profiling, run_dir, 0, process=name
+                ),
             )
             phases = orchestrator.run()
             metadata["status"] = "complete"

@@ -22,14 +22,15 @@ from rrlab.analysis.profiles import (
 )
 from rrlab.config import ProfilingConfig
 from rrlab.exceptions import ConfigError, ResultsError
-from rrlab.profiling import finish_profiles, flame, wrapper_for
+from rrlab.profiling import flame
 from rrlab.profiling.line_profile import (
     CONSUMER_TARGETS,
     PRODUCER_TARGETS,
     check_targets,
     install,
-    stats_frame,
 )
+from rrlab.profiling.line_stats import stats_frame
+from rrlab.profiling.wrappers import finish_profiles, wrapper_for
 from rrlab.runner.processes import python_module_command
 from rrlab.service import consumer
 from tests.fixtures.profiled_app import HOT_TARGETS

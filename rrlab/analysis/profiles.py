@@ -12,10 +12,11 @@ from pathlib import Path
 import polars as pl
 
 from rrlab.exceptions import ResultsError
-from rrlab.profiling import profile_files, profiles_dir
 from rrlab.profiling.flame import ERROR_SUFFIX, FLAME_SUFFIX
-from rrlab.profiling.line_profile import STATS_SUFFIX, stats_frame
+from rrlab.profiling.line_profile import STATS_SUFFIX
+from rrlab.profiling.line_stats import stats_frame
 from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, FLAMEGRAPH_SUFFIX, capture_frames
+from rrlab.profiling.wrappers import profile_files, profiles_dir
 
 log = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from rrlab.exceptions import RrlabError
 from rrlab.infra.pg_setup import load_fixtures
 from rrlab.infra.postgres import connect
 from rrlab.producer.worker import run_producer
+from rrlab.profiling.line_profile import PRODUCER_TARGETS, install_from_environment
 from rrlab.runner.ipc import ChildChannel
 from rrlab.urls import mask_text, parse_postgres_url
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the run's config.json")
     parser.add_argument("--worker-id", type=int, default=0)
     args = parser.parse_args(argv)
+    install_from_environment(PRODUCER_TARGETS)  # line-profiler, when the runner asked for it
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,7 +1,7 @@
 """Run a module under rrlab's profilers: ``python -m rrlab.profiling.launch [opts] -m MODULE``.
 
 The runner inserts this in front of the consumer's ``-m rrlab.service.consumer`` (see
-:func:`rrlab.profiling.wrapper_for`). It arranges line profiling through the environment,
+:func:`rrlab.profiling.wrappers.wrapper_for`). It arranges line profiling through the environment,
 starts py-spy on its own process, then runs MODULE in this same process (the module may
 be ``memray``, so memray and line-profiler can share one run), keeping its PID, signals
 and channel to the runner.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import importlib
-import linecache
 import logging
 import os
 import signal
@@ -21,9 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import polars as pl
-
-from rrlab.exceptions import ConfigError, ResultsError
+from rrlab.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +52,6 @@ PRODUCER_TARGETS = (
     "rrlab.producer.writer:RunWriter._insert",
     "rrlab.producer.writer:RunWriter._update",
 )
-
-FRAME_SCHEMA = {
-    "file": pl.String,
-    "function": pl.String,
-    "line": pl.Int64,
-    "hits": pl.Int64,
-    "total_s": pl.Float64,
-    "per_hit_us": pl.Float64,
-    "percent_of_function": pl.Float64,
-    "source": pl.String,
-}
 
 
 def profile_environment(stats_path: Path, targets: Sequence[str]) -> dict[str, str]:
@@ -171,30 +157,3 @@ def _rebind(function: types.FunctionType, wrapped: Any) -> None:
         for name, value in list(namespace.items()):
             if value is function:
                 namespace[name] = wrapped
-
-
-def stats_frame(stats_path: Path) -> pl.DataFrame:
-    """One row per profiled line of a .lprof file, hottest first."""
-    from line_profiler import load_stats
-
-    try:
-        stats = load_stats(str(stats_path))
-    except (OSError, EOFError, ValueError) as exc:
-        raise ResultsError(f"Cannot read the line profile {stats_path}: {exc}") from None
-    rows: list[dict[str, Any]] = []
-    for (file, _first_line, function), timings in stats.timings.items():
-        function_time = sum(time for _line, _hits, time in timings)
-        for line, hits, time in timings:
-            rows.append(
-                {
-                    "file": file,
-                    "function": function,
-                    "line": line,
-                    "hits": hits,
-                    "total_s": time * stats.unit,
-                    "per_hit_us": time * stats.unit * 1e6 / hits if hits else None,
-                    "percent_of_function": 100 * time / function_time if function_time else None,
-                    "source": linecache.getline(file, line).rstrip(),
-                }
-            )
-    return pl.DataFrame(rows, schema=FRAME_SCHEMA).sort("total_s", descending=True)

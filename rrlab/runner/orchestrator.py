@@ -56,12 +56,14 @@ class Orchestrator:
         *,
         progress: bool = True,
         consumer_wrapper: Callable[[int], list[str] | None] | None = None,
+        producer_wrapper: Callable[[str], list[str] | None] | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.infra = infra
         self.progress = progress
         self.consumer_wrapper = consumer_wrapper or (lambda attempt: None)
+        self.producer_wrapper = producer_wrapper or (lambda name: None)
         self.recorder = Recorder()
         self.server = ControlServer()
         self.consumer: ChildProcess | None = None
@@ -94,13 +96,11 @@ class Orchestrator:
 
     def shutdown(self) -> None:
         """Stop producers, let the consumer flush and exit; kill whatever does not stop."""
-        for name in self.producers:
-            self.server.send(name, {"cmd": "shutdown"})
-        for child in self.producers.values():
-            child.stop()
+        asked = {name: self.server.send(name, {"cmd": "shutdown"}) for name in self.producers}
+        for name, child in self.producers.items():
+            child.stop(asked=asked[name])
         if self.consumer is not None:
-            self.server.send(CONSUMER, {"cmd": "shutdown"})
-            self.consumer.stop()
+            self.consumer.stop(asked=self.server.send(CONSUMER, {"cmd": "shutdown"}))
         self._drain_messages()
         self.server.close()
 
@@ -126,7 +126,7 @@ class Orchestrator:
             args = ["--config", str(self.run_dir / "config.json"), "--worker-id", str(worker)]
             self.producers[name] = ChildProcess(
                 name,
-                python_module_command("rrlab.producer", args),
+                python_module_command("rrlab.producer", args, self.producer_wrapper(name)),
                 self._child_env(name),
                 self.run_dir / "logs" / f"{name}.log",
             )

@@ -65,9 +65,13 @@ class ChildProcess:
         self.process.wait()
         self._log.close()
 
-    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM, wait up to ``timeout_s``, then SIGKILL. Returns the exit status."""
-        if self.alive():
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S, *, asked: bool = False) -> int:
+        """Wait up to ``timeout_s`` for the child to exit, then SIGKILL; returns the exit status.
+
+        ``asked``: the child was already told to stop (over its channel). Otherwise it gets
+        a SIGTERM first. Never both: a child takes a second request as "exit at once".
+        """
+        if self.alive() and not asked:
             self.terminate()
             try:
                 self.process.wait(timeout=timeout_s)
