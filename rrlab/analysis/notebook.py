@@ -86,6 +86,31 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
     )
 
 
+def verification_markdown(run: Run) -> str:
+    """The end-of-run comparison of PostgreSQL with ClickHouse (metrics.json ``run.verify``)."""
+    verify = run.metadata.get("verify")
+    if not verify:
+        return "Not verified: the sink was the mock, or the run ended before its verification."
+    if "error" in verify:
+        return f"⚠️ Verification could not compare the databases: {verify['error']}"
+    verdict = "✅ ClickHouse matches PostgreSQL." if verify["ok"] else "⚠️ ClickHouse differs."
+    lines = [
+        verdict,
+        "",
+        f"- rows: PostgreSQL {verify['postgres_rows']:,}, "
+        f"ClickHouse (FINAL, live) {verify['clickhouse_rows']:,}",
+        f"- missing in ClickHouse: {verify['missing']:,} {_ids(verify['missing_ids'])}",
+        f"- extra in ClickHouse: {verify['extra']:,} {_ids(verify['extra_ids'])}",
+        f"- stale (status or updated_at differ): {verify['stale']:,}",
+        f"- runs without a payload row: {verify['payload_missing']:,}",
+    ]
+    return "\n".join(lines)
+
+
+def _ids(ids: Sequence[str]) -> str:
+    return f"(e.g. {', '.join(f'`{i}`' for i in ids)})" if ids else ""
+
+
 def show_memray(run: Run) -> None:
     """The memray section: heap over time, summary, top sites, what was left at exit, and
     links to memray's own flame graphs; a note when the run has no capture."""
