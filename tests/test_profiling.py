@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 import rrlab
-from rrlab.analysis.profile_plots import heap_over_time, hottest_lines, top_allocation_sites
+from rrlab.analysis import plots
 from rrlab.analysis.profiles import (
     flame_graphs,
     line_profile_frame,
@@ -173,8 +173,8 @@ def test_memray_capture_of_a_stand_in(tmp_path) -> None:
     page = html.read_text()
     assert "encode_batch" in page and "cdn.jsdelivr" not in page  # opens offline
     assert memray_flamegraphs(tmp_path)["html"].to_list() == [str(html)]
-    assert heap_over_time(frames["heap"]).data
-    assert top_allocation_sites(frames["top_by_count"], by="allocations").data
+    assert plots.heap(frames["heap"]).data
+    assert plots.allocation_sites(frames["top_by_count"], "allocations").data
 
 
 def test_a_killed_consumers_capture_stays_beside_its_restart(tmp_path, caplog) -> None:
@@ -201,7 +201,7 @@ def test_memray_and_line_profiler_share_one_run(tmp_path) -> None:
     assert "json.dumps" in hottest["source"] or "4096" in hottest["source"]
     per_function = lines.group_by("function").agg(pl.col("percent_of_function").sum())
     assert per_function["percent_of_function"].round(3).to_list() == [100.0, 100.0]
-    assert hottest_lines(lines).data
+    assert plots.hot_lines(lines).data
 
 
 def test_line_profile_counts_calls_from_other_threads(tmp_path) -> None:
