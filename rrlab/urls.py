@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import (
+    SplitResult,
+    parse_qsl,
+    quote,
+    unquote,
+    urlencode,
+    urlsplit,
+    urlunsplit,
+)
 
 from rrlab.exceptions import UrlError
 
@@ -73,31 +81,40 @@ class PostgresUrl:
         return parse_postgres_url(url)
 
 
-def parse_postgres_url(url: str) -> PostgresUrl:
-    """Parse and validate a PostgreSQL URL; raise :class:`UrlError` naming the problem."""
+PG_EXAMPLE = "postgresql://user:password@host:5432/dbname"
+CH_EXAMPLE = "https://host:8443?username=default&password=secret"
+
+
+def _split(
+    url: str, variable: str, schemes: tuple[str, ...], example: str
+) -> tuple[SplitResult, int | None]:
+    """Split a URL and check its scheme; raise :class:`UrlError` naming the problem."""
     if not isinstance(url, str) or not url.strip():
-        raise UrlError(
-            "DATABASE_URL is empty. Give a URL like postgresql://user:pass@host:5432/db."
-        )
+        raise UrlError(f"{variable} is empty. Give a URL like {example}.")
     try:
         parts = urlsplit(url.strip())
         port = parts.port
     except ValueError as exc:
         raise UrlError(
-            f"DATABASE_URL {mask_url(url)} is malformed ({exc}). "
-            "Expected postgresql://user:password@host:5432/dbname."
+            f"{variable} {mask_url(url)} is malformed ({exc}). Expected {example}."
         ) from None
-    if parts.scheme not in ("postgres", "postgresql"):
+    if parts.scheme not in schemes:
         raise UrlError(
-            f"DATABASE_URL {mask_url(url)} has scheme {parts.scheme or '(none)'!r}; "
-            "expected postgresql://user:password@host:5432/dbname."
+            f"{variable} {mask_url(url)} has scheme {parts.scheme or '(none)'!r}; "
+            f"expected {' or '.join(s + '://' for s in schemes)}, e.g. {example}."
         )
+    return parts, port
+
+
+def parse_postgres_url(url: str) -> PostgresUrl:
+    """Parse and validate a PostgreSQL URL; raise :class:`UrlError` naming the problem."""
+    parts, port = _split(url, "DATABASE_URL", ("postgresql", "postgres"), PG_EXAMPLE)
     query = dict(parse_qsl(parts.query))
     host = parts.hostname or query.get("host", "")
     if not host:
         raise UrlError(
             f"DATABASE_URL {mask_url(url)} names no host. "
-            "Expected postgresql://user:password@host:5432/dbname."
+            f"Expected {PG_EXAMPLE}."
         )
     return PostgresUrl(
         url=url.strip(),
@@ -146,23 +163,7 @@ class ClickHouseUrl:
 
 def parse_clickhouse_url(url: str) -> ClickHouseUrl:
     """Parse and validate a ClickHouse URL; raise :class:`UrlError` naming the problem."""
-    if not isinstance(url, str) or not url.strip():
-        raise UrlError(
-            "CLICKHOUSE_URL is empty. Give a URL like https://host:8443?username=u&password=p."
-        )
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise UrlError(
-            f"CLICKHOUSE_URL {mask_url(url)} is malformed ({exc}). "
-            "Expected https://host:8443?username=default&password=secret."
-        ) from None
-    if parts.scheme not in ("http", "https"):
-        raise UrlError(
-            f"CLICKHOUSE_URL {mask_url(url)} has scheme {parts.scheme or '(none)'!r}; "
-            "expected http:// or https://, e.g. https://host:8443?username=default&password=secret."
-        )
+    parts, port = _split(url, "CLICKHOUSE_URL", ("https", "http"), CH_EXAMPLE)
     if not parts.hostname:
         raise UrlError(f"CLICKHOUSE_URL {mask_url(url)} names no host.")
     query = dict(parse_qsl(parts.query))
