@@ -80,8 +80,8 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
-@pytest.mark.slow
-def test_ctrl_c_mid_phase_leaves_no_process_and_incomplete_metrics(pg_server, tmp_path) -> None:
+def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, list[psutil.Process]]:
+    """`rrlab run` with one long phase, once its consumer, producer and chdb all run."""
     params = tmp_path / "long.yaml"
     params.write_text(
         "phases:\n  - {name: long, duration_s: 120, target_throughput: 1000}\n"
@@ -95,16 +95,33 @@ def test_ctrl_c_mid_phase_leaves_no_process_and_incomplete_metrics(pg_server, tm
         env={**os.environ},
         text=True,
     )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = " ".join(" ".join(p.cmdline()) for p in _descendants(runner.pid))
+        if "rrlab.service.consumer" in names and "rrlab.producer" in names:
+            break
+        time.sleep(0.2)
+    time.sleep(3)
+    children = _descendants(runner.pid)
+    assert len(children) >= 3  # consumer, producer, chdb endpoint
+    return runner, children
+
+
+@pytest.mark.slow
+def test_a_crashed_runner_leaves_no_child_behind(pg_server, tmp_path) -> None:
+    runner, children = _start_long_run(tmp_path)
+    runner.kill()  # no chance to clean up: the children must notice on their own
+    runner.communicate(timeout=30)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    for process in alive:
+        process.kill()
+    assert not alive, [p.cmdline() for p in alive]
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_phase_leaves_no_process_and_incomplete_metrics(pg_server, tmp_path) -> None:
+    runner, children = _start_long_run(tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # wait until consumer and producer both run
-            names = " ".join(" ".join(p.cmdline()) for p in _descendants(runner.pid))
-            if "rrlab.service.consumer" in names and "rrlab.producer" in names:
-                break
-            time.sleep(0.2)
-        time.sleep(3)
-        children = _descendants(runner.pid)
-        assert len(children) >= 3  # consumer, producer, chdb endpoint
         runner.send_signal(signal.SIGINT)
         stdout, stderr = runner.communicate(timeout=60)
     finally:
