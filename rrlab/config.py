@@ -11,6 +11,7 @@ file ever shows a password.
 from __future__ import annotations
 
 import json
+import os
 import re
 import types
 import typing
@@ -111,6 +112,8 @@ class ConsumerConfig:
     insert_max_retries: int = field(default=3, metadata=_limits(1, 100))
     insert_base_delay_ms: int = field(default=100, metadata=_limits(0, 600_000))
     insert_max_delay_ms: int = field(default=2_000, metadata=_limits(0, 600_000))
+    # an insert that has no answer by then is retried (the @clickhouse/client default, 30 s)
+    insert_timeout_s: float = field(default=30.0, metadata=_limits(0.1, 3_600))
     mock_delay_ms: float = field(default=0.0, metadata=_limits(0.0, 60_000))
     payload_inserts: bool = True
     error_fingerprinting: bool = True
@@ -269,6 +272,10 @@ def load_child_config(path: str | Path | None) -> RunConfig:
     data = _normalise(read_params_file(path))
     for section, key in _SECRET_SETTINGS:
         data.get(section, {}).pop(key, None)
+    # a 'clickhouse' sink is valid only with its URL: the one the runner put in the environment
+    url = os.environ.get("RRLAB_CLICKHOUSE_URL") or os.environ.get("CLICKHOUSE_URL")
+    if url:
+        data.setdefault("clickhouse", {})["clickhouse_url"] = url
     return build_config(data)
 
 

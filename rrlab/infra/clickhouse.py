@@ -48,6 +48,8 @@ class EmbeddedClickHouse:
 
     The server process watches this process and exits when it dies, so a crashed runner
     leaves nothing behind. Use as a context manager, or call :meth:`start` / :meth:`stop`.
+    ``port`` 0 picks a free port; once started, a later :meth:`start` (after a crash or a
+    stop) binds the same port again, so clients holding the URL reconnect on their own.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class EmbeddedClickHouse:
         data_dir: Path | str,
         *,
         password: str | None = None,
+        port: int = 0,
         startup_timeout: float = 60.0,
         stop_timeout: float = 10.0,
     ) -> None:
@@ -62,6 +65,7 @@ class EmbeddedClickHouse:
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._password = password
+        self._bind_port = port
         self._process: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.version: str | None = None
@@ -92,7 +96,7 @@ class EmbeddedClickHouse:
         return self._process is not None and self._process.poll() is None
 
     def start(self) -> EmbeddedClickHouse:
-        """Start the server on a free port and wait until it answers ``/ping``."""
+        """Start the server (on the port of the previous start, if any) and wait for ``/ping``."""
         if self.is_running():
             return self
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -109,7 +113,7 @@ class EmbeddedClickHouse:
             "--data-dir",
             str(self.data_dir),
             "--port",
-            "0",
+            str(self._bind_port),
             "--ready-file",
             str(ready_file),
             "--parent-pid",
@@ -132,6 +136,7 @@ class EmbeddedClickHouse:
             self._kill()
             raise
         self.port, self.version = int(info["port"]), str(info["version"])
+        self._bind_port = self.port
         return self
 
     def stop(self) -> None:

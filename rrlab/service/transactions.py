@@ -68,6 +68,13 @@ class TransactionAssembler:
     def in_transaction(self) -> bool:
         return self._open is not None
 
+    def resume(self, receiver: TransactionReceiver | None = None) -> None:
+        """The stream restarts from the slot: drop the unfinished transaction (PostgreSQL
+        sends it again) and hand later transactions to ``receiver`` when one is given."""
+        self._open = None
+        if receiver is not None:
+            self._receiver = receiver
+
     def begin(self, xid: int, final_lsn: int, commit_time_us: int) -> None:
         """Open a transaction; an unfinished one (impossible in a sane stream) is discarded."""
         if self._open is not None:
