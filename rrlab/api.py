@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 SHORT_WARMUP = {"name": "warmup", "duration_s": 5, "target_throughput": 1000}
 
+ENVIRONMENT_URLS = {
+    "DATABASE_URL": "postgres.database_url",
+    "CLICKHOUSE_URL": "clickhouse.clickhouse_url",
+}
+
 # run() keyword → dotted configuration key
 OPTION_KEYS = {
     "sink": "clickhouse.sink",
@@ -51,11 +56,13 @@ def resolve_config(
     overrides: dict[str, Any] | None = None,
     **options: Any,
 ) -> RunConfig:
-    """Params file (or defaults), then options, then environment URLs; validated."""
+    """Params file (or defaults), then DATABASE_URL / CLICKHOUSE_URL from the environment,
+    then options; validated once, so ``sink="clickhouse"`` may take its URL from the environment."""
     unknown = sorted(set(options) - set(OPTION_KEYS))
     if unknown:
         raise TypeError(f"run() got unknown option {unknown[0]!r}; known: {sorted(OPTION_KEYS)}")
-    flat = {OPTION_KEYS[k]: v for k, v in options.items() if v is not None}
+    flat = {key: os.environ[name] for name, key in ENVIRONMENT_URLS.items() if os.environ.get(name)}
+    flat.update({OPTION_KEYS[k]: v for k, v in options.items() if v is not None})
     if mock_clickhouse:
         flat["clickhouse.sink"] = "mock"
     if chaos:
@@ -88,7 +95,11 @@ def _phases_from(config: RunConfig, throughput, duration, single: bool) -> list[
     if single:
         return [
             SHORT_WARMUP,
-            {"name": "load", "duration_s": duration or 60, "target_throughput": throughput or 5000},
+            {
+                "name": "load",
+                "duration_s": 60 if duration is None else duration,
+                "target_throughput": 5000 if throughput is None else throughput,
+            },
         ]
     return [
         {

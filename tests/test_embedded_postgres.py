@@ -78,6 +78,7 @@ def test_start_is_idempotent_and_a_restart_reuses_the_data_dir(home: Path) -> No
     assert server.stop() is False
 
     again = EmbeddedPostgres(home).start()
+    assert again.port == first.port  # a restart keeps the port: clients reconnect on their own
     with psycopg.connect(again.url) as conn:
         assert conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone() == (
             system_id

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 
 from rrlab.config import RunConfig
-from rrlab.infra.ch_migrations import run_migrations
+from rrlab.infra.ch_migrations import check_schema, run_migrations
 from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
 from rrlab.infra.pg_setup import setup_profiling_database
 from rrlab.infra.postgres import resolve_postgres
@@ -58,6 +58,8 @@ def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infras
         if clickhouse_url:
             client = clickhouse_client(clickhouse_url)
             run_migrations(client, config.clickhouse.database)
+            # a user's database may hold tables from another version: refuse, naming the drift
+            check_schema(client, config.clickhouse.database)
             clickhouse_version = client.server_version
             client.close()
         yield Infrastructure(
