@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import threading
 import time
@@ -22,8 +23,13 @@ import pytest
 
 import rrlab
 import rrlab.runner.infrastructure as infrastructure
+from rrlab.exceptions import SinkError
 from rrlab.infra.clickhouse import EmbeddedClickHouse
+from rrlab.producer.generator import RunGenerator
+from rrlab.producer.writer import RunPool, RunWriter, WriteMix
+from rrlab.service.consumer import Consumer
 from rrlab.service.events import lsn_to_int, lsn_to_str
+from rrlab.service.sinks import MockSink
 from tests.fixtures.tcp_proxy import PausableTcpProxy
 
 OUTAGE_S = 10.0
@@ -275,3 +281,46 @@ def test_postgres_restarted_mid_run(pg_server, tmp_path) -> None:
     assert phase["producer_errors"] > 0  # the producers counted their failures and went on
     log = (run.run_dir / "logs" / "consumer.log").read_text()
     assert "replication resumed from the slot" in log
+
+
+class RefusingSink(MockSink):
+    """A sink whose server refuses every insert with a permanent error."""
+
+    def insert(self, table, columns, rows, json_columns):
+        raise RuntimeError("Code: 516. Authentication failed: password is incorrect")
+
+
+def test_a_permanent_sink_error_ends_the_consumer(profiling_db) -> None:
+    """Retrying or re-reading cannot fix a refused password: the consumer stops with a clear
+    error (the runner then restarts it up to consumer.max_restarts) instead of looping."""
+    config = profiling_db.config.with_overrides(
+        {"consumer.insert_max_retries": 1, "clickhouse.sink": "mock"}
+    )
+    consumer = Consumer(config, profiling_db.url.url, RefusingSink(), report=lambda body: None)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    rng = random.Random(3)
+    generator = RunGenerator(rng, profiling_db.fixtures, payload_size_kb=0.1)
+    writer = RunWriter(profiling_db.url, generator, RunPool(rng), WriteMix(1.0, 0.0))
+    writer.connect()
+    try:
+        assert writer.write_batch(10).error is None
+    finally:
+        writer.close()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        consumer.stop_requested.set()
+        thread.join(timeout=15)
+        pytest.fail("the consumer kept running after a permanent sink error")
+    (error,) = outcome
+    assert isinstance(error, SinkError)
+    assert "permanent error" in str(error) and "Authentication failed" in str(error)
+    assert consumer.resumes == 0
