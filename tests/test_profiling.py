@@ -183,7 +183,6 @@ def test_a_killed_consumers_capture_stays_beside_its_restart(tmp_path, caplog) -
     assert _profiled_app(tmp_path, profiling, attempt=1) == 0
     summary = memray_frames(tmp_path)["summary"].sort("attempt")
     assert summary["attempt"].to_list() == [0, 1]
-    assert summary["ended_normally"].to_list() == [False, True]
     assert summary["duration_s"].min() > 0
     (tmp_path / "profiles" / "consumer-2.memray.bin").write_bytes(b"not a capture")
     assert memray_frames(tmp_path)["summary"].height == 2

@@ -63,7 +63,7 @@ def capture_frames(capture: Path, top: int = TOP_SITES) -> dict[str, pl.DataFram
     - ``at_peak`` / ``at_exit``: what was allocated at the high-water mark and still
       allocated at exit, per call stack, with the innermost rrlab frame
     - ``summary``: one row: peak, totals, still allocated at exit (at the kill, for a killed
-      process: ``ended_normally`` is false), duration, native frames
+      process; memray's header does not reliably tell the two apart), duration, native frames
     """
     import memray
     from memray._memray import compute_statistics  # the engine behind `memray stats`
@@ -100,7 +100,6 @@ def capture_frames(capture: Path, top: int = TOP_SITES) -> dict[str, pl.DataFram
             "still_allocated_at_exit_mb": [leaked_bytes / 2**20],
             # a killed process leaves no end time: its last snapshot tells how long it ran
             "duration_s": [max((meta.end_time - meta.start_time).total_seconds(), last_s)],
-            "ended_normally": [meta.end_time > meta.start_time],
             "native_frames": [meta.has_native_traces],
             "pid": [meta.pid],
         }
