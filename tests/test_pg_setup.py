@@ -122,7 +122,9 @@ def test_set_up_state_and_idempotent_second_set_up(
             (db.fixtures.environment_id, db.fixtures.project_id),
         )
         first_slot = _one_row(
-            conn, "SELECT catalog_xmin FROM pg_replication_slots WHERE slot_name = %s", db.slot_name
+            conn,
+            "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = %s",
+            db.slot_name,
         )
 
     assert setup_profiling_database(pg_url, db.config) == db.url
@@ -146,12 +148,13 @@ def test_set_up_state_and_idempotent_second_set_up(
         assert publication == [(True, True, True, False, "TaskRun")]
         slot = _one_row(
             conn,
-            """SELECT plugin, slot_type, database, active, catalog_xmin
+            """SELECT plugin, slot_type, database, active, confirmed_flush_lsn > %s::pg_lsn
             FROM pg_replication_slots WHERE slot_name = %s""",
+            str(first_slot[0]),
             db.slot_name,
         )
-        assert slot[:4] == ("pgoutput", "logical", db.config.postgres.database_name, False)
-        assert slot[4] != first_slot[0]  # a new slot, created after the insert
+        # a new slot: it starts after the insert's WAL, where the first one started before it
+        assert slot == ("pgoutput", "logical", db.config.postgres.database_name, False, True)
 
 
 def _slot_active_pid(url: PostgresUrl, slot: str) -> int | None:

@@ -35,7 +35,10 @@ def _role(pg_url: PostgresUrl, *attributes: str) -> PostgresUrl:
 
 
 def _resolve(url: str) -> PostgresUrl:
-    return resolve_postgres(PostgresConfig(database_url=Secret(url)))
+    # a database name no other test creates: whether the role may use an existing profiling
+    # database must not depend on which tests ran before
+    name = f"check_{uuid.uuid4().hex[:12]}"
+    return resolve_postgres(PostgresConfig(database_url=Secret(url), database_name=name))
 
 
 def _free_port() -> int:
