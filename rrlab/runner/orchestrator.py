@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 import psycopg
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rrlab.config import RunConfig
 from rrlab.exceptions import RunError
@@ -187,6 +187,8 @@ class Orchestrator:
             self.server.send(producer, {"cmd": "phase", "name": name, "rate": share})
         load_started = time.monotonic()
         self.chaos.start(load_started)
+        # text bars (not tqdm.auto's widgets): they update in place in a terminal and in
+        # JupyterLab alike, and an executed notebook exports to HTML without widget scripts
         bar = tqdm(
             total=round(duration_s),
             desc=f"{name} @ {target:,}/s",
