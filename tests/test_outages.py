@@ -260,6 +260,8 @@ def test_a_sink_down_longer_than_the_retries_is_reread_from_the_slot(
     assert metrics["run"]["consumer_restarts"] == 0
     log = (run.run_dir / "logs" / "consumer.log").read_text()
     assert "re-reading from the slot" in log and "replication resumed from the slot" in log
+    consumer = pl.read_parquet(run.run_dir / "timeseries" / "consumer.parquet")
+    assert consumer["resumes"].max() >= 1  # the time series shows when it started over
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ SERIES: dict[str, dict[str, Any]] = {
         "rows_flushed": pl.Int64, "flushes": pl.Int64, "pending": pl.Int64,
         "in_flight": pl.Int64, "received_lsn": pl.Int64, "acked_lsn": pl.Int64,
         "utilization": pl.Float64, "lag_p50_ms": pl.Float64, "lag_p95_ms": pl.Float64,
-        "lag_p99_ms": pl.Float64, "lag_max_ms": pl.Float64,
+        "lag_p99_ms": pl.Float64, "lag_max_ms": pl.Float64, "resumes": pl.Int64,
     },
     "lag": {"t": pl.Float64, "phase": pl.Utf8, "lag_ms": pl.Float64},
     "flushes": {
