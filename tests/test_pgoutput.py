@@ -292,3 +292,31 @@ def test_binary_values_and_column_count_mismatch_are_errors() -> None:
     two = b"I" + struct.pack(">I", 77) + b"N\x00\x02nn"
     with pytest.raises(ReplicationError, match="has 2 columns"):
         decode_message(two, relations)
+
+
+_UPDATE_HEAD = b"U" + struct.pack(">I", 77)
+_ONE_NEW = b"N\x00\x01t\x00\x00\x00\x01x"
+
+
+def test_skipped_old_tuple_leaves_the_new_one() -> None:
+    relations = RelationCache()
+    one_column_relation(relations)
+    update = decode_message(_UPDATE_HEAD + b"O\x00\x01n" + _ONE_NEW, relations, decode_old=False)
+    assert update.new == ("x",) and update.old is None and update.old_kind == "O"
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (_UPDATE_HEAD + b"N\x00\x01t\x00\x00\x00\x09x", "truncated"),  # length past the end
+        (_UPDATE_HEAD + b"N\x00\x01t\xff\xff\xff\xffx", "truncated"),  # negative length
+        (_UPDATE_HEAD + b"O\x00\x02n", "truncated"),  # skipped old tuple cut short
+        (_UPDATE_HEAD + b"O\x00\x01?" + _ONE_NEW, "Unknown pgoutput value kind"),
+    ],
+    ids=["length-past-end", "negative-length", "old-cut-short", "old-unknown-kind"],
+)
+def test_malformed_tuples_are_errors(payload: bytes, message: str) -> None:
+    relations = RelationCache()
+    one_column_relation(relations)
+    with pytest.raises(ReplicationError, match=message):
+        decode_message(payload, relations, decode_old=False)
