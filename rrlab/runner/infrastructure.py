@@ -14,10 +14,11 @@ from pathlib import Path
 import psycopg
 
 from rrlab.config import RunConfig
+from rrlab.exceptions import PostgresError
 from rrlab.infra.ch_migrations import check_schema, run_migrations
 from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
 from rrlab.infra.pg_setup import setup_profiling_database
-from rrlab.infra.postgres import resolve_postgres
+from rrlab.infra.postgres import connect, resolve_postgres
 from rrlab.urls import PostgresUrl
 
 ENV_DATABASE_URL = "RRLAB_DATABASE_URL"
@@ -42,13 +43,41 @@ class Infrastructure:
 
 
 @contextlib.contextmanager
+def profiling_database_claim(server: PostgresUrl, database_name: str) -> Iterator[None]:
+    """Hold a session advisory lock naming the profiling database for the whole run.
+
+    Set-up truncates TaskRun and takes the slot from whatever walsender holds it, which is
+    right for a crashed run's leftovers and wrong for a run still going. A live run holds
+    this lock on its own connection (a crashed one lost it with its connection), so a second
+    run on the same database is refused instead of breaking the first.
+    """
+    conn = connect(server)
+    try:
+        claimed = conn.execute(
+            "SELECT pg_try_advisory_lock(hashtext('rrlab profiling database ' || %s))",
+            (database_name,),
+        ).fetchone()[0]
+        if not claimed:
+            raise PostgresError(
+                f"Another rrlab run is using the profiling database {database_name!r} on "
+                f"{server.masked}. Wait for it to end, or give this run its own database, "
+                f"slot and publication: --set postgres.database_name=... "
+                "--set consumer.slot_name=... --set consumer.publication_name=..."
+            )
+        yield
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
 def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infrastructure]:
     """Set up PostgreSQL and ClickHouse for one run; stop what was started on exit."""
     server = resolve_postgres(config.postgres)
-    database = setup_profiling_database(server, config)
-    with psycopg.connect(database.url, autocommit=True) as conn:
-        postgres_version = conn.execute("SHOW server_version").fetchone()[0]
     with contextlib.ExitStack() as stack:
+        stack.enter_context(profiling_database_claim(server, config.postgres.database_name))
+        database = setup_profiling_database(server, config)
+        with psycopg.connect(database.url, autocommit=True) as conn:
+            postgres_version = conn.execute("SHOW server_version").fetchone()[0]
         clickhouse_url, clickhouse_version, clickhouse_pid = None, None, None
         if config.clickhouse.sink == "chdb":
             embedded = stack.enter_context(EmbeddedClickHouse(run_dir / "clickhouse"))
