@@ -58,6 +58,10 @@ def test_smoke_run_with_chdb_writes_complete_metrics(pg_server, tmp_path) -> Non
     assert stored[0][0] == inserts
     with connect(pg_server.url().with_dbname("trigger_profiling")) as conn:
         assert conn.execute('SELECT count(*) FROM "TaskRun"').fetchone()[0] == inserts
+        # the run's slot is gone: left behind it would keep all of the server's later WAL
+        slots = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'profiling_slot'"
+        assert conn.execute(slots).fetchone()[0] == 0
+        assert conn.execute("SHOW max_slot_wal_keep_size").fetchone()[0] == "8GB"
     for series in ("producer", "consumer", "lag", "flushes", "processes", "producer_latency"):
         assert pl.read_parquet(run_dir / "timeseries" / f"{series}.parquet").height > 0, series
     config_text = (run_dir / "config.json").read_text()

@@ -48,6 +48,9 @@ SERVER_SETTINGS = {
     "max_wal_senders": "32",
     "max_connections": "200",
     "max_wal_size": "'2GB'",
+    # WAL is cluster-wide: a slot left behind (a crashed run, another tool) would keep every
+    # later run's WAL and fill the disk; past this much the server gives up on such a slot
+    "max_slot_wal_keep_size": "'8GB'",
     "timezone": "'UTC'",
     "log_timezone": "'UTC'",
 }

@@ -7,6 +7,7 @@ processes through their environment only.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,14 @@ from pathlib import Path
 import psycopg
 
 from rrlab.config import RunConfig
-from rrlab.exceptions import PostgresError
+from rrlab.exceptions import PostgresError, RrlabError
 from rrlab.infra.ch_migrations import check_schema, run_migrations
 from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
-from rrlab.infra.pg_setup import setup_profiling_database
+from rrlab.infra.pg_setup import drop_slot, setup_profiling_database
 from rrlab.infra.postgres import connect, resolve_postgres
 from rrlab.urls import PostgresUrl
+
+log = logging.getLogger(__name__)
 
 ENV_DATABASE_URL = "RRLAB_DATABASE_URL"
 ENV_CLICKHOUSE_URL = "RRLAB_CLICKHOUSE_URL"
@@ -69,6 +72,16 @@ def profiling_database_claim(server: PostgresUrl, database_name: str) -> Iterato
         conn.close()
 
 
+def _drop_run_slot(database: PostgresUrl, slot: str) -> None:
+    """After the run nothing reads the slot, and a slot nobody reads keeps all later WAL
+    of the server (every database's): drop it; the next run creates its own."""
+    try:
+        with connect(database) as conn:
+            drop_slot(conn, slot)
+    except RrlabError as exc:
+        log.warning("could not drop replication slot %s after the run: %s", slot, exc)
+
+
 @contextlib.contextmanager
 def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infrastructure]:
     """Set up PostgreSQL and ClickHouse for one run; stop what was started on exit."""
@@ -76,6 +89,7 @@ def prepared_infrastructure(config: RunConfig, run_dir: Path) -> Iterator[Infras
     with contextlib.ExitStack() as stack:
         stack.enter_context(profiling_database_claim(server, config.postgres.database_name))
         database = setup_profiling_database(server, config)
+        stack.callback(_drop_run_slot, database, config.consumer.slot_name)
         with psycopg.connect(database.url, autocommit=True) as conn:
             postgres_version = conn.execute("SHOW server_version").fetchone()[0]
         clickhouse_url, clickhouse_version, clickhouse_pid = None, None, None
