@@ -217,3 +217,21 @@ def test_poison_rows_beyond_the_strip_budget_are_skipped_and_counted(
     landed = stored(client, table)
     assert sorted(landed) == sorted(f"run_{i}" for i in range(10) if i != 6)
     assert landed["run_3"] == (3, {}, {})
+
+
+class RecordingClient:
+    """Keeps the settings of each raw_insert: what the sink asks of the server."""
+
+    def __init__(self) -> None:
+        self.settings: list[dict[str, Any]] = []
+
+    def raw_insert(self, table, columns, body, settings, fmt) -> None:
+        self.settings.append(settings)
+
+
+def test_inserts_are_synchronous_whatever_the_servers_default() -> None:
+    # chdb defaults to async_insert=1; only a synchronous answer means the rows are stored,
+    # which is what acknowledging the LSN to PostgreSQL relies on
+    client = RecordingClient()
+    ClickHouseSink(client).insert("t", COLUMNS, [["r", 1, {}, {}]], JSON_COLUMNS)
+    assert client.settings and all(s["async_insert"] == 0 for s in client.settings)
