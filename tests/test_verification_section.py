@@ -16,14 +16,14 @@ def _run(verify):
 
 def test_a_matching_run_says_so() -> None:
     text = verification_markdown(_run(OK))
-    assert text.startswith("✅") and "PostgreSQL 10" in text
+    assert text.startswith("**OK**") and "PostgreSQL 10" in text
 
 
 def test_differences_are_counted_and_named() -> None:
     text = verification_markdown(_run({**OK, "ok": False, "missing": 2, "missing_ids": ["a", "b"]}))
-    assert text.startswith("⚠️") and "missing in ClickHouse: 2 (e.g. `a`, `b`)" in text
+    assert text.startswith("**Differs**") and "missing in ClickHouse: 2 (e.g. `a`, `b`)" in text
 
 
 def test_unverified_and_failed_verifications_are_explained() -> None:
     assert "Not verified" in verification_markdown(_run(None))
-    assert "could not compare" in verification_markdown(_run({"ok": False, "error": "down"}))
+    assert "could not be compared" in verification_markdown(_run({"ok": False, "error": "down"}))

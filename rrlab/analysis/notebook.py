@@ -80,7 +80,7 @@ def findings_markdown(findings: Sequence[Finding]) -> str:
         return "No findings: every phase kept up, within the thresholds."
     ordered = sorted(findings, key=lambda f: f.severity != "warning")
     return "\n".join(
-        f"- {'⚠️' if f.severity == 'warning' else 'ℹ️'} "
+        f"- {'**Warning**' if f.severity == 'warning' else '**Note**'}: "
         f"{f'**{f.phase}**: ' if f.phase else ''}{f.message}"
         for f in ordered
     )
@@ -92,8 +92,13 @@ def verification_markdown(run: Run) -> str:
     if not verify:
         return "Not verified: the sink was the mock, or the run ended before its verification."
     if "error" in verify:
-        return f"⚠️ Verification could not compare the databases: {verify['error']}"
-    verdict = "✅ ClickHouse matches PostgreSQL." if verify["ok"] else "⚠️ ClickHouse differs."
+        return f"**Not verified**: the databases could not be compared: {verify['error']}"
+    # words, not emoji: a report must read the same on a machine without an emoji font
+    verdict = (
+        "**OK**: ClickHouse matches PostgreSQL."
+        if verify["ok"]
+        else "**Differs**: ClickHouse does not match PostgreSQL."
+    )
     lines = [
         verdict,
         "",
