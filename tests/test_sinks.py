@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from clickhouse_connect.driver.summary import QuerySummary
 
 from rrlab.exceptions import SinkError
 from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
@@ -235,3 +236,19 @@ def test_inserts_are_synchronous_whatever_the_servers_default() -> None:
     client = RecordingClient()
     ClickHouseSink(client).insert("t", COLUMNS, [["r", 1, {}, {}]], JSON_COLUMNS)
     assert client.settings and all(s["async_insert"] == 0 for s in client.settings)
+
+
+class ShortWritingClient(RecordingClient):
+    """A server that answers an insert but reports fewer rows written than it was sent."""
+
+    def raw_insert(self, table, columns, body, settings, fmt) -> Any:
+        super().raw_insert(table, columns, body, settings, fmt)
+        return QuerySummary({"written_rows": "1"})
+
+
+def test_an_insert_that_stored_fewer_rows_than_sent_fails() -> None:
+    rows = [["a", 1, {}, {}], ["b", 2, {}, {}]]
+    with pytest.raises(SinkError, match="reports 1 rows written of 2 sent"):
+        ClickHouseSink(ShortWritingClient()).insert("t", COLUMNS, rows, JSON_COLUMNS)
+    # a summary that counts more (materialized views write too) or none at all is fine
+    assert ClickHouseSink(ShortWritingClient()).insert("t", COLUMNS, rows[:1], JSON_COLUMNS).rows

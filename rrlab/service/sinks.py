@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rrlab.exceptions import SinkError
+
 log = logging.getLogger(__name__)
 
 Row = Sequence[Any]
@@ -164,7 +166,16 @@ class ClickHouseSink(SinkTotals):
         self, table: str, columns: Sequence[str], rows: Sequence[Row], settings: dict[str, Any]
     ) -> InsertResult:
         body = encode_rows(rows)
-        self._client.raw_insert(table, list(columns), body, settings=settings, fmt=INSERT_FORMAT)
+        summary = self._client.raw_insert(
+            table, list(columns), body, settings=settings, fmt=INSERT_FORMAT
+        )
+        reported = getattr(summary, "summary", None) or {}
+        if "written_rows" in reported and int(reported["written_rows"]) < len(rows):
+            # an answer that stored fewer rows than sent must not let the LSN be acknowledged
+            raise SinkError(
+                f"ClickHouse accepted an insert into {table} but reports "
+                f"{reported['written_rows']} rows written of {len(rows)} sent; retrying."
+            )
         return InsertResult(rows=len(rows), bytes=len(body))
 
     def _recover(
