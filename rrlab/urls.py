@@ -112,10 +112,7 @@ def parse_postgres_url(url: str) -> PostgresUrl:
     query = dict(parse_qsl(parts.query))
     host = parts.hostname or query.get("host", "")
     if not host:
-        raise UrlError(
-            f"DATABASE_URL {mask_url(url)} names no host. "
-            f"Expected {PG_EXAMPLE}."
-        )
+        raise UrlError(f"DATABASE_URL {mask_url(url)} names no host. Expected {PG_EXAMPLE}.")
     return PostgresUrl(
         url=url.strip(),
         host=unquote(host),
