@@ -6,6 +6,7 @@ import argparse
 import json
 
 from rrlab.bench.drain import DrainOptions, drain_bench, format_result
+from rrlab.cli.main import overrides_from
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"rrlab bench: --set {item!r} must look like KEY=VALUE")
-        overrides[key.strip()] = value.strip()
+    overrides = overrides_from(args.set)
     options = DrainOptions(
         inserts=args.inserts,
         update_ratio=args.update_ratio,

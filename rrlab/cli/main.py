@@ -8,7 +8,7 @@ import logging
 import sys
 
 from rrlab import __version__
-from rrlab.exceptions import RrlabError
+from rrlab.exceptions import ConfigError, RrlabError
 from rrlab.urls import mask_text
 
 # verb → module under rrlab.cli that defines add_arguments(parser) and main(args) -> int
@@ -19,6 +19,17 @@ VERBS = {
     "verify": "Compare a run's PostgreSQL and ClickHouse: missing, extra and stale runs.",
     "bench": "Benchmarks: `bench drain` times draining a backlog against pg_recvlogical.",
 }
+
+
+def overrides_from(assignments: list[str]) -> dict[str, str]:
+    """``--set KEY=VALUE`` flags → dotted overrides (values are checked by the config model)."""
+    overrides = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r} must look like KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:

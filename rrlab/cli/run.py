@@ -7,6 +7,7 @@ import json
 import sys
 
 from rrlab.api import run
+from rrlab.cli.main import overrides_from
 from rrlab.exceptions import RunInterruptedError
 
 
@@ -44,13 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser_error = f"--set {item!r} must look like KEY=VALUE"
-            raise SystemExit(f"rrlab run: {parser_error}")
-        overrides[key.strip()] = value.strip()
+    overrides = overrides_from(args.set)
     try:
         run_dir = run(
             args.config,
