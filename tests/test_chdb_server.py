@@ -144,6 +144,29 @@ def test_concurrent_inserts_from_threads(ch_client: Client, table: str) -> None:
     assert ch_client.command(f"SELECT count(), uniqExact(id) FROM {table}") == ["4000", "4000"]
 
 
+def test_errors_raised_while_writing_reach_the_client(ch_client: Client) -> None:
+    # chdb's streaming insert answers these with "0 rows written", or counts a row it never
+    # stored; the consumer would then acknowledge rows that are not in ClickHouse.
+    ch_client.command("CREATE DATABASE IF NOT EXISTS scratch")
+    ch_client.command("DROP TABLE IF EXISTS scratch.checked")
+    ch_client.command(
+        "CREATE TABLE scratch.checked (a UInt64, CONSTRAINT small CHECK a < 10) "
+        "ENGINE = MergeTree ORDER BY a SETTINGS parts_to_throw_insert = 1"
+    )
+    ch_client.command("SYSTEM STOP MERGES scratch.checked")
+    try:
+        with pytest.raises(DatabaseError, match="VIOLATED_CONSTRAINT"):
+            ch_client.raw_insert("scratch.checked", ["a"], b"[20]\n", fmt="JSONCompactEachRow")
+        first = ch_client.raw_insert("scratch.checked", ["a"], b"[1]\n", fmt="JSONCompactEachRow")
+        assert first.written_rows == 1
+        with pytest.raises(DatabaseError, match="TOO_MANY_PARTS") as too_many:
+            ch_client.raw_insert("scratch.checked", ["a"], b"[2]\n", fmt="JSONCompactEachRow")
+        assert too_many.value.code == 252
+        assert ch_client.command("SELECT groupArray(a) FROM scratch.checked") == "[1]"
+    finally:
+        ch_client.command("DROP TABLE scratch.checked")
+
+
 def test_bad_sql_raises_database_error_with_clickhouse_message(ch_client: Client) -> None:
     with pytest.raises(DatabaseError, match="Syntax error") as syntax:
         ch_client.query("SELEC 1")

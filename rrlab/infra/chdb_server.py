@@ -384,21 +384,15 @@ class ChdbEngine:
             handle.query(f"SET {assignments}", "TSV")
         if statement.database:
             handle.query(f"USE `{_check_identifier(statement.database, 'database')}`", "TSV")
+        sql: str | bytes = statement.sql
         if statement.insert_format is not None:
-            inserter = handle.send_insert(statement.sql, statement.insert_format)
-            with inserter:
-                for chunk in statement.data:
-                    inserter.append(chunk)
-                done = inserter.finish()
-            return Outcome(
-                written_rows=done.rows_written,
-                written_bytes=done.bytes_written,
-                elapsed_ns=int(done.elapsed * 1e9),
-            )
+            # Not chdb's streaming send_insert: it swallows errors raised while writing
+            # (TOO_MANY_PARTS, a violated constraint), answering "0 rows written" or even
+            # counting rows it never stored. The whole statement through query() raises them.
+            head = f"{statement.sql} FORMAT {statement.insert_format}\n".encode()
+            sql = b"".join((head, *statement.data))
         fmt = output_format(statement.sql, statement.default_format)
-        result = handle.query(
-            statement.sql, statement.default_format, params=statement.query_params
-        )
+        result = handle.query(sql, statement.default_format, params=statement.query_params)
         body = result.bytes()
         return Outcome(
             body=body,
@@ -563,7 +557,7 @@ class ChdbRequestHandler(BaseHTTPRequestHandler):
         return statement
 
     def _body_chunks(self, chunked: bool) -> Iterator[bytes]:
-        """The request body, de-chunked, read lazily so inserts stream into chdb."""
+        """The request body, de-chunked, read as it arrives (a decompressor may follow)."""
         if chunked:
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
