@@ -14,6 +14,7 @@ from rrlab.exceptions import ConfigError, RrlabError, RunInterruptedError
 from rrlab.profiling.wrappers import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
+from rrlab.runner.metrics import outage_summary
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
 from rrlab.verify import verify_run
 
@@ -159,6 +160,7 @@ def run(
         if orchestrator is not None:
             phases = orchestrator.phases_done
             metadata["consumer_restarts"] = orchestrator.consumer_restarts
+            metadata.update(outage_summary(orchestrator.recorder.sink_outages()))
             orchestrator.recorder.write(run_dir / "timeseries")
         metadata["ended_at"] = datetime.now(UTC).isoformat()
         write_metrics(run_dir, metadata, phases)

@@ -16,7 +16,7 @@ from tests.fixtures.fabricated_run import fabricate_run
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    return fabricate_run(tmp_path_factory.mktemp("results"), run_name="loaded")
+    return fabricate_run(tmp_path_factory.mktemp("results"), run_name="loaded", flush_errors=2)
 
 
 def test_load_run_reads_metadata_config_and_phases(run_dir):

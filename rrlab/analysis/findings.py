@@ -1,4 +1,5 @@
-"""Findings computed from a run's data: overloaded phases, growing lag, memory growth, errors.
+"""Findings computed from a run's data: overloaded phases, growing lag, memory growth, errors,
+sink outages.
 
 Each check is a pure function of plain polars frames (or metadata) returning a list of
 :class:`Finding`; :func:`run_findings` applies them all to a loaded run.
@@ -199,11 +200,32 @@ def run_problems(metadata: dict[str, Any]) -> list[Finding]:
     return findings
 
 
+def sink_outages(metadata: dict[str, Any]) -> list[Finding]:
+    """One line per sink outage of the run (metrics.json ``run.sink_outages``)."""
+    findings = []
+    for window in metadata.get("sink_outages") or []:
+        end = window["end_s"]
+        until = "and was not back when the run ended" if end is None else f"until {end:,.1f} s"
+        reread = f"; re-read from the slot {window['rereads']}×" if window["rereads"] else ""
+        findings.append(
+            Finding(
+                "warning",
+                "sink_outage",
+                window.get("phase"),
+                f"ClickHouse failed from {window['start_s']:,.1f} s {until} "
+                f"({window['duration_s']:,.1f} s): {window['failed_inserts']} failed inserts, "
+                f"{window['failed_connects']} failed connects{reread}.",
+            )
+        )
+    return findings
+
+
 def run_findings(run: Run, thresholds: Thresholds | None = None) -> list[Finding]:
     """Every check on one loaded run."""
     th = thresholds or Thresholds()
     return [
         *run_problems(run.metadata),
+        *sink_outages(run.metadata),
         *lag_p99_exceeded(run.phases, th.lag_p99_ms),
         *lag_growing(run.lag, th.lag_growth_ms_per_s),
         *utilization_high(run.phases, th.utilization),

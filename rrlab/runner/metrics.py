@@ -43,7 +43,13 @@ SERIES: dict[str, dict[str, Any]] = {
         "t": pl.Float64, "phase": pl.Utf8, "process": pl.Utf8, "pid": pl.Int64,
         "cpu_percent": pl.Float64, "rss_mb": pl.Float64,
     },
+    "sink_events": {"t": pl.Float64, "phase": pl.Utf8, "event": pl.Utf8},
 }  # fmt: skip
+
+# Failures closer than this to the previous recovery belong to the same outage: concurrent
+# flushes straddle the moment the sink stops and comes back, and a flapping sink is one outage.
+OUTAGE_MERGE_GAP_S = 5.0
+FAILED_ATTEMPTS = {"insert_failed": "failed_inserts", "connect_failed": "failed_connects"}
 
 
 def percentiles(values: list[float] | pl.Series) -> dict[str, float | None]:
@@ -54,6 +60,58 @@ def percentiles(values: list[float] | pl.Series) -> dict[str, float | None]:
     return {
         f"p{q}": round(float(series.quantile(q / 100, interpolation="linear")), 3)
         for q in (50, 95, 99)
+    }
+
+
+def outage_windows(
+    events: pl.DataFrame, merge_gap_s: float = OUTAGE_MERGE_GAP_S
+) -> list[dict[str, Any]]:
+    """Sink outage windows from the consumer's sink events (the ``sink_events`` series).
+
+    An outage starts when the first failed attempt was sent and ends with the first
+    successful insert after its last failure; a failure less than ``merge_gap_s`` after
+    that success continues it. ``end_s`` is None when the sink never answered again, and
+    ``duration_s`` then runs to the last failure. ``phase`` is where the outage started.
+    """
+    windows: list[dict[str, Any]] = []
+    current: dict[str, Any] | None = None
+    for t, phase, event in events.sort("t").select("t", "phase", "event").iter_rows():
+        ended = current is not None and current["end_s"] is not None
+        if event in FAILED_ATTEMPTS:
+            if current is None or (ended and t - current["end_s"] >= merge_gap_s):
+                current = {"phase": phase, "start_s": t, "end_s": None, "last_failure_s": t,
+                           "failed_inserts": 0, "failed_connects": 0, "rereads": 0}  # fmt: skip
+                windows.append(current)
+            current["end_s"] = None
+            current["last_failure_s"] = max(current["last_failure_s"], t)
+            current[FAILED_ATTEMPTS[event]] += 1
+        elif event == "recovered" and current is not None and not ended:
+            current["end_s"] = t
+        elif event == "reread" and current is not None:
+            current["rereads"] += 1
+    return [_closed(window) for window in windows]
+
+
+def _closed(window: dict[str, Any]) -> dict[str, Any]:
+    end = window["end_s"]
+    return {
+        "phase": window["phase"],
+        "start_s": round(window["start_s"], 3),
+        "end_s": None if end is None else round(end, 3),
+        "duration_s": round((window["last_failure_s"] if end is None else end)
+                            - window["start_s"], 3),
+        "failed_inserts": window["failed_inserts"],
+        "failed_connects": window["failed_connects"],
+        "reread_from_slot": window["rereads"] > 0,
+        "rereads": window["rereads"],
+    }  # fmt: skip
+
+
+def outage_summary(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics.json keys of a list of outage windows: the list, and their total seconds."""
+    return {
+        "sink_outages": windows,
+        "sink_outage_s": round(sum(window["duration_s"] for window in windows), 3),
     }
 
 
@@ -129,4 +187,15 @@ class Recorder:
                 for (process,), group in processes.group_by("process", maintain_order=True)
             },
             "catch_up_s": phase.get("catch_up_s"),
+            **outage_summary(
+                [
+                    {key: value for key, value in window.items() if key != "phase"}
+                    for window in self.sink_outages()
+                    if window["phase"] == name
+                ]
+            ),
         }
+
+    def sink_outages(self) -> list[dict[str, Any]]:
+        """Every sink outage of the run so far (see :func:`outage_windows`)."""
+        return outage_windows(self.frame("sink_events"))

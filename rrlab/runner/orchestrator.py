@@ -328,6 +328,10 @@ class Orchestrator:
             self.recorder.add("lag", {"t": t, "phase": phase, "lag_ms": lag})
         for flush in body.get("flush_records", []):
             self.recorder.add("flushes", {**flush, "t": flush.get("t", t), "phase": phase})
+        for sent_at, event in body.get("sink_events", []):
+            self.recorder.add(
+                "sink_events", {"t": sent_at - self.started, "phase": phase, "event": event}
+            )
 
     def _record_producer(self, sender: str, t: float, body: dict[str, Any]) -> None:
         phase = body.get("phase") or self.phase_name

@@ -19,16 +19,25 @@ import itertools
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rrlab.config import RunConfig, load_child_config
-from rrlab.exceptions import ConfigError, ReplicationError, RrlabError, SinkError, SlotInUseError
+from rrlab.exceptions import (
+    ClickHouseError,
+    ConfigError,
+    ReplicationError,
+    RrlabError,
+    SinkError,
+    SlotInUseError,
+)
 from rrlab.profiling.line_profile import install_from_environment
 from rrlab.replication.pgoutput import (
     UNCHANGED_TOAST,
@@ -45,18 +54,24 @@ from rrlab.runner.ipc import ChildChannel
 from rrlab.service.events import lsn_to_int
 from rrlab.service.flusher import Flusher, FlushMetrics
 from rrlab.service.process_stats import ProcessStats
-from rrlab.service.retry import is_permanent
+from rrlab.service.retry import RetryPolicy, is_permanent
 from rrlab.service.scheduler import FlushScheduler
+from rrlab.service.sink_events import CONNECT_FAILED, RecordingSink, SinkEvents
 from rrlab.service.sinks import ClickHouseSink, MockSink, Sink
 from rrlab.service.transactions import TransactionAssembler
 from rrlab.urls import mask_text
 
 log = logging.getLogger("rrlab.consumer")
+T = TypeVar("T")
 
 READ_TIMEOUT_S = 0.1
 SLOT_WAIT_S = 10.0
 RECONNECT_TIMEOUT_S = 120.0  # PostgreSQL down longer than this ends the consumer (exit 2)
 MAX_RESUME_DELAY_S = 10.0
+# A consumer (re)started while ClickHouse is down waits this long for it before giving up:
+# with the slot wait and start-up, it stays inside the runner's 60 s wait for "ready".
+SINK_WAIT_S = 40.0
+SINK_CONNECT_TIMEOUT_S = 10.0
 MAPPING_FILES = ("mapping_task_runs_v2.tsv", "mapping_raw_task_runs_payload_v1.tsv")
 
 
@@ -88,18 +103,23 @@ class Consumer:
         report,
         *,
         end_lsn: int | None = None,
+        sink_events: SinkEvents | None = None,
     ) -> None:
         self.config = config
         # like pg_recvlogical --endpos: stop (flush, acknowledge, exit) once the stream
         # has delivered everything up to this LSN; None streams until told to stop
         self.end_lsn = end_lsn
         self.database_url = database_url
-        self.sink = sink
+        # failed attempts and recoveries, timestamped, go to the runner in every report
+        self.sink_events = sink_events or SinkEvents()
+        self.sink = RecordingSink(sink, self.sink_events)
         self.report = report
         self.stop_requested = threading.Event()
         self.report_requested = threading.Event()
         self._flushes: deque[FlushMetrics] = deque()  # appended by flush threads
-        self.flusher = Flusher.from_config(sink, config.consumer, on_metrics=self._flushes.append)
+        self.flusher = Flusher.from_config(
+            self.sink, config.consumer, on_metrics=self._flushes.append
+        )
         consumer = config.consumer
         self.scheduler = self._new_scheduler(start_lsn=0)
         self._lags: list[float] = []
@@ -250,6 +270,7 @@ class Consumer:
         self.assembler.resume(self.scheduler)
         delay_s = min(0.5 * 2**self._failed_resumes, MAX_RESUME_DELAY_S)
         self._failed_resumes += 1
+        self.sink_events.reread()
         self._warn(f"a batch failed every retry; re-reading from the slot in {delay_s:.1f} s")
         self.stop_requested.wait(delay_s)
         return self._resume(stream, SinkError("a batch failed every retry"))
@@ -323,6 +344,7 @@ class Consumer:
                 "acked_lsn": stream.flushed_lsn,
                 "stalled": self.scheduler.stalled,
                 "resumes": self.resumes,
+                "sink_events": self.sink_events.drain(),
                 **self.stats.sample(),
             }
         )
@@ -349,7 +371,7 @@ def _flush_record(metrics: FlushMetrics) -> dict[str, Any]:
     }
 
 
-def _sink_for(config: RunConfig) -> Sink:
+def _sink_for(config: RunConfig, events: SinkEvents, report: Callable[[dict], None]) -> Sink:
     if config.clickhouse.sink == "mock":
         return MockSink(config.consumer.mock_delay_ms)
     url = os.environ.get("RRLAB_CLICKHOUSE_URL") or os.environ.get("CLICKHOUSE_URL")
@@ -359,18 +381,81 @@ def _sink_for(config: RunConfig) -> Sink:
             "(https://host:8443?username=...&password=...) or use --sink mock."
         )
     from clickhouse_connect.driver.httputil import get_pool_manager
+    from urllib3 import Timeout
 
     from rrlab.infra.clickhouse import clickhouse_client
+    from rrlab.urls import parse_clickhouse_url
 
+    consumer = config.consumer
+    target = parse_clickhouse_url(url)  # a malformed URL fails here, before any waiting
     # one pooled HTTP connection per flush that may be in flight
-    pool = get_pool_manager(maxsize=config.consumer.max_flush_concurrency)
-    client = clickhouse_client(
-        url,
-        database=config.clickhouse.database,
-        pool_mgr=pool,
-        send_receive_timeout=config.consumer.insert_timeout_s,
+    pool = get_pool_manager(maxsize=consumer.max_flush_concurrency)
+
+    def connect(time_left_s: float) -> Any:
+        # an attempt never outlasts the wait: a stalled server holds a request until timeout
+        timeout_s = max(1.0, min(consumer.insert_timeout_s, time_left_s))
+        client = clickhouse_client(
+            target,
+            database=config.clickhouse.database,
+            pool_mgr=pool,
+            connect_timeout=min(SINK_CONNECT_TIMEOUT_S, timeout_s),
+            send_receive_timeout=timeout_s,
+        )
+        client.timeout = Timeout(connect=SINK_CONNECT_TIMEOUT_S, read=consumer.insert_timeout_s)
+        return client
+
+    policy = RetryPolicy(
+        base_delay_ms=consumer.insert_base_delay_ms, max_delay_ms=consumer.insert_max_delay_ms
     )
-    return ClickHouseSink(client, max_poison_strips=config.consumer.max_poison_strips_per_batch)
+    client = wait_for_sink(connect, policy, events, report)
+    return ClickHouseSink(client, max_poison_strips=consumer.max_poison_strips_per_batch)
+
+
+def wait_for_sink(
+    connect: Callable[[float], T],
+    policy: RetryPolicy,
+    events: SinkEvents,
+    report: Callable[[dict], None],
+    *,
+    wait_s: float = SINK_WAIT_S,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """``connect(time_left_s)`` until ClickHouse answers, waiting as insert retries do.
+
+    A consumer restarted during an outage must not die at start-up (the runner would count
+    it against its restart budget). An unreachable, stalled or overloaded server is waited
+    for, up to ``wait_s`` in total, each wait logged; a server that answers with a permanent
+    error (wrong password, unknown database, no privilege) fails at once, as waiting cannot
+    fix it. Each failed attempt is a CONNECT_FAILED event, so the outage window includes it.
+    """
+    deadline = time.monotonic() + wait_s
+    for attempt in itertools.count(1):
+        sent_at = time.time()
+        try:
+            client = connect(deadline - time.monotonic())
+        except ClickHouseError as exc:
+            # clickhouse_client raises its clear error "from None": the server's own error,
+            # with its exception code, is still the context
+            answer = exc.__context__
+            if answer is None or is_permanent(answer):
+                raise
+            events.failed(CONNECT_FAILED, sent_at)
+            delay_s = policy.delay_ms(attempt, random.random()) / 1000
+            if time.monotonic() + delay_s > deadline:
+                raise ClickHouseError(
+                    f"{exc} The consumer waited {wait_s:.0f} s for it and gives up."
+                ) from None
+            message = (
+                f"ClickHouse is not answering yet (attempt {attempt}); waiting {delay_s:.1f} s, "
+                f"at most {wait_s:.0f} s in all: {exc}"
+            )
+            log.warning("%s", message)
+            report({"type": "log", "level": logging.WARNING, "message": message})
+            sleep(delay_s)
+            continue
+        events.succeeded()
+        return client
+    raise AssertionError("unreachable")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,7 +485,9 @@ def main(argv: list[str] | None = None) -> int:
             raise RrlabError("The consumer needs DATABASE_URL (the profiling database).")
         report = _reporter(channel, args.stats_file)
         end_lsn = _parse_end_lsn(args.end_lsn) if args.end_lsn else None
-        consumer = Consumer(config, database_url, _sink_for(config), report, end_lsn=end_lsn)
+        events = SinkEvents()
+        sink = _sink_for(config, events, report)
+        consumer = Consumer(config, database_url, sink, report, end_lsn=end_lsn, sink_events=events)
     except RrlabError as exc:
         print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
         return 2
