@@ -1,6 +1,7 @@
 """Outages mid-run: ClickHouse paused, killed and restarted, stalled behind a proxy; PostgreSQL
 restarted. Each is a real ``rrlab.run`` in a thread with the fault injected from the test; the
-run must complete, acknowledge nothing past unflushed data, and end with a clean verify.
+run must complete, acknowledge nothing past unflushed data, end with a clean verify, and show
+the outage window in metrics.json. Also: a consumer started while ClickHouse is down.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
 import psycopg
 import pytest
 
 import rrlab
 import rrlab.runner.infrastructure as infrastructure
 from rrlab.exceptions import SinkError
+from rrlab.infra.ch_migrations import run_migrations
 from rrlab.infra.clickhouse import EmbeddedClickHouse
 from rrlab.producer.generator import RunGenerator
 from rrlab.producer.writer import RunPool, RunWriter, WriteMix
@@ -178,6 +183,24 @@ def assert_survived(metrics: dict[str, Any], watch: AckWatch) -> None:
     (phase,) = metrics["phases"]
     assert phase["flush_errors"] > 0 and phase["flush_retries"] > 0
     assert phase["records_consumed"] >= phase["records_produced"]
+    assert_outage_window(metrics)
+
+
+def assert_outage_window(metrics: dict[str, Any]) -> dict[str, Any]:
+    """metrics.json states the outage: a window that ended (the sink came back), spanning most
+    of the injected OUTAGE_S, listed in its phase too; returns it."""
+    run, (phase,) = metrics["run"], metrics["phases"]
+    outage = max(run["sink_outages"], key=lambda window: window["duration_s"])
+    assert outage["end_s"] is not None and outage["start_s"] < outage["end_s"]
+    # it starts within a flush or two of the fault and ends only once the sink answers again
+    assert outage["duration_s"] >= OUTAGE_S / 2
+    assert outage["failed_inserts"] + outage["failed_connects"] > 0
+    assert phase["sink_outages"] == [
+        {key: value for key, value in window.items() if key != "phase"}
+        for window in run["sink_outages"]
+    ]
+    assert phase["sink_outage_s"] == run["sink_outage_s"] >= outage["duration_s"]
+    return outage
 
 
 def flushes_with_errors(run_dir: Path) -> pl.DataFrame:
@@ -198,6 +221,9 @@ def test_embedded_clickhouse_paused_for_10_s(pg_server, tmp_path, recorded_click
         metrics = run.join_run()
         assert_survived(metrics, watch)
     assert flushes_with_errors(run.run_dir).height > 0
+    # the consumer's count of failed attempts agrees with the flushes' own
+    failed = sum(window["failed_inserts"] for window in metrics["run"]["sink_outages"])
+    assert failed == pl.read_parquet(run.run_dir / "timeseries" / "flushes.parquet")["errors"].sum()
 
 
 @pytest.mark.slow
@@ -240,6 +266,44 @@ def test_users_clickhouse_stalled_behind_a_proxy(pg_server, tmp_path, chdb_endpo
             assert_survived(metrics, watch)
 
 
+def run_consumer() -> psutil.Process:
+    """The consumer process of the run this test started."""
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "rrlab.service.consumer" in child.cmdline():
+                return child
+        except psutil.Error:
+            continue
+    raise AssertionError("the run has no consumer process")
+
+
+@pytest.mark.slow
+def test_a_consumer_restarted_during_an_outage_waits_for_clickhouse(
+    pg_server, tmp_path, recorded_clickhouse
+) -> None:
+    """Killed while ClickHouse is paused, the consumer is restarted by the runner into the
+    outage: it waits for the sink instead of dying at start-up, and the run goes on."""
+    run = RunThread(tmp_path, sink="chdb", overrides={**LOAD, **OUTAGE_TOLERANT})
+    run.start()
+    run.wait_for_load()
+    (clickhouse,) = recorded_clickhouse
+    pid = clickhouse.pid
+
+    def pause_and_kill_the_consumer() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        run_consumer().kill()
+
+    with watched_outage(
+        pg_server, pause_and_kill_the_consumer, lambda: os.kill(pid, signal.SIGCONT)
+    ) as watch:
+        metrics = run.join_run()
+        assert_survived(metrics, watch)
+    assert metrics["run"]["consumer_restarts"] == 1
+    assert any(window["failed_connects"] for window in metrics["run"]["sink_outages"])
+    log = (run.run_dir / "logs" / "consumer.log").read_text()
+    assert "ClickHouse is not answering yet" in log
+
+
 @pytest.mark.slow
 def test_a_sink_down_longer_than_the_retries_is_reread_from_the_slot(
     pg_server, tmp_path, recorded_clickhouse
@@ -262,6 +326,7 @@ def test_a_sink_down_longer_than_the_retries_is_reread_from_the_slot(
     assert "re-reading from the slot" in log and "replication resumed from the slot" in log
     consumer = pl.read_parquet(run.run_dir / "timeseries" / "consumer.parquet")
     assert consumer["resumes"].max() >= 1  # the time series shows when it started over
+    assert any(window["reread_from_slot"] for window in metrics["run"]["sink_outages"])
 
 
 @pytest.mark.slow
@@ -326,3 +391,90 @@ def test_a_permanent_sink_error_ends_the_consumer(profiling_db) -> None:
     assert isinstance(error, SinkError)
     assert "permanent error" in str(error) and "Authentication failed" in str(error)
     assert consumer.resumes == 0
+
+
+def start_consumer(
+    tmp_path: Path, profiling_db, clickhouse_url: str, database: str, **consumer: Any
+) -> tuple[subprocess.Popen, Path]:
+    """A standalone consumer process (as ``python -m rrlab.service.consumer``); its log."""
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "consumer": {
+                    "slot_name": profiling_db.slot_name,
+                    "publication_name": profiling_db.publication_name,
+                    "status_interval_s": 0.2,
+                    **consumer,
+                },
+                "clickhouse": {"sink": "chdb", "database": database},
+            }
+        )
+    )
+    env = {
+        **os.environ,
+        "RRLAB_DATABASE_URL": profiling_db.url.url,
+        "RRLAB_CLICKHOUSE_URL": clickhouse_url,
+    }
+    log = tmp_path / "consumer.log"
+    command = [sys.executable, "-m", "rrlab.service.consumer", "--config", str(config),
+               "--stats-file", str(tmp_path / "stats.jsonl")]  # fmt: skip
+    with open(log, "ab") as handle:
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    return process, log
+
+
+def wait_until(condition: Callable[[], bool], process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while not condition():
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_a_consumer_started_while_clickhouse_is_down_waits_then_delivers(
+    tmp_path, profiling_db, chdb_endpoint, ch_client
+) -> None:
+    database = f"late_{uuid.uuid4().hex[:8]}"
+    run_migrations(ch_client, database)
+    with PausableTcpProxy("127.0.0.1", chdb_endpoint.port) as proxy:
+        proxy.pause()
+        consumer, log = start_consumer(
+            tmp_path, profiling_db, f"http://127.0.0.1:{proxy.port}", database,
+            insert_timeout_s=2,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: "ClickHouse is not answering yet" in log.read_text(), consumer, log)
+            rng = random.Random(5)
+            generator = RunGenerator(rng, profiling_db.fixtures, payload_size_kb=0.1)
+            writer = RunWriter(profiling_db.url, generator, RunPool(rng), WriteMix(1.0, 0.0))
+            writer.connect()
+            try:
+                for _ in range(3):
+                    assert writer.write_batch(10).error is None
+            finally:
+                writer.close()
+            proxy.resume()
+            stored = f"SELECT count() FROM {database}.task_runs_v2 FINAL WHERE _is_deleted = 0"
+            wait_until(lambda: ch_client.command(stored) == 30, consumer, log)
+            wait_until(lambda: (tmp_path / "stats.jsonl").exists(), consumer, log)
+        finally:
+            consumer.terminate()
+            consumer.wait(timeout=30)
+            ch_client.command(f"DROP DATABASE IF EXISTS {database}")
+    assert consumer.returncode == 0, log.read_text()
+    reports = [json.loads(line) for line in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    kinds = [kind for report in reports for _, kind in report.get("sink_events", [])]
+    assert kinds[0] == "connect_failed" and "recovered" in kinds
+
+
+def test_a_consumer_given_a_wrong_password_fails_at_once(tmp_path, profiling_db) -> None:
+    with EmbeddedClickHouse(tmp_path / "ch", password="right-pw") as endpoint:
+        url = endpoint.url.replace("right-pw", "wrong-pw")
+        consumer, log = start_consumer(tmp_path, profiling_db, url, "trigger_dev")
+        assert consumer.wait(timeout=60) == 2
+    output = log.read_text()
+    assert "authentication failed" in output
+    assert "not answering yet" not in output  # no waiting: no wait can fix a password
+    assert "wrong-pw" not in output and "Traceback" not in output
