@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ from rrlab.exceptions import SinkError
 from rrlab.infra.clickhouse import EmbeddedClickHouse, clickhouse_client
 from rrlab.service.retry import RetryPolicy, is_permanent, with_retry
 from rrlab.service.sinks import (
+    INSERT_FORMAT,
+    INSERT_SETTINGS,
     INVALID_UTF16,
     ClickHouseSink,
     MockSink,
@@ -28,9 +32,62 @@ def test_rows_are_encoded_as_one_compact_json_array_per_line() -> None:
     body = encode_rows(
         [["run_a", 1_700_000_000_123, {"data": {"é": [1, None]}}, ["t"]], ["b", 0, {}, []]]
     )
-    lines = body.decode("ascii").split("\n")
-    assert lines[0] == '["run_a",1700000000123,{"data":{"\\u00e9":[1,null]}},["t"]]'
+    lines = body.decode("utf-8").split("\n")
+    assert lines[0] == '["run_a",1700000000123,{"data":{"é":[1,null]}},["t"]]'
     assert json.loads(lines[1]) == ["b", 0, {}, []]
+    assert encode_rows([]) == b""
+
+
+def stdlib_line(row: list[Any]) -> str:
+    """The row as the sink encoded every row before orjson (ensure_ascii)."""
+    return json.dumps(row, separators=(",", ":"))
+
+
+PLAIN_ROWS: list[list[Any]] = [
+    ['é ✓ 😀 \u2028 \x00\x1f\x7f "\\/', 0, -1, 2**64 - 1, -(2**63), True, False, None],
+    [0.1, 1e-7, 1e16, 1.5e300, -0.0, 5e-324, 123456789.123, 2.0**53],
+    [{"b": 1, "a": [1, {"c": None}], "": {}}, [], (1, "t"), {"k": (2.5, [True])}],
+    ["run", 1_700_000_000_123, {"data": {"n": [1, 2.5, "x"]}}, {"data": None}, ["tag"]],
+]
+
+
+@pytest.mark.parametrize("row", PLAIN_ROWS)
+def test_plain_rows_encode_to_the_same_json_as_the_stdlib(row: list[Any]) -> None:
+    body = encode_rows([row])
+    assert b"\n" not in body
+    decoded = json.loads(body.decode("utf-8"))  # valid UTF-8, one JSON array
+    expected = json.loads(stdlib_line(row))
+    assert decoded == expected
+    assert json.dumps(decoded) == json.dumps(expected)  # same types (1.0 stays a float), order
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        ["a", float("nan")],
+        ["a", {"data": [1, float("inf")]}],
+        ["a", {"data": {"x": -float("inf")}}],
+        ["a", {"data": BAD_SURROGATE}],
+        ["a", {BAD_SURROGATE: 1}],
+        ["a", {"data": 2**64}],
+        ["a", -(2**63) - 1],
+        ["a", {1: "int key"}],
+    ],
+)
+def test_rows_orjson_cannot_write_exactly_are_encoded_by_the_stdlib(row: list[Any]) -> None:
+    body = encode_rows([["first", "é"], row, ["last", 1.5]])
+    assert body.split(b"\n")[1] == stdlib_line(row).encode("ascii")
+
+
+def test_values_the_stdlib_cannot_encode_still_fail() -> None:
+    class Text(str):
+        pass
+
+    assert encode_rows([[Text("a")]]) == b'["a"]'  # subclasses: as the stdlib writes them
+    with pytest.raises(TypeError):
+        encode_rows([["a", datetime.now(UTC)]])
+    with pytest.raises(TypeError):
+        encode_rows([["a", {"id": uuid.uuid4()}]])
 
 
 def test_sanitize_replaces_bad_surrogates_and_out_of_range_integers_only() -> None:
@@ -179,6 +236,30 @@ def test_epoch_milliseconds_and_json_round_trip(client: Any, table: str) -> None
         "run_a": (1_700_000_000_123, {"data": {"n": 1, "s": "x", "l": [1, "a"]}}, {}),
         "run_b": (1_700_000_000_999, {}, {"type": "BUILT_IN_ERROR", "message": "boom"}),
     }
+
+
+def test_utf8_and_escaped_bodies_store_identical_values(client: Any, table: str) -> None:
+    # orjson writes non-ASCII text as UTF-8, the stdlib as \u escapes: ClickHouse must
+    # store the same strings (and numbers) from both
+    values = [
+        {"s": "é ✓ 日本", "astral": "😀 𝄞", "sep": "\u2028\u2029", "ctl": "\x01\x1f\x7f"},
+        {"n": [0.1, 1e-7, 1e16, -0.0, 2**63 - 1], "k\u00e9y": {"ü": "ö"}, "emoji 😀": True},
+    ]
+    utf8_rows = [[f"utf8_{i}", i, {"data": v}, {"message": "ß"}] for i, v in enumerate(values)]
+    ascii_rows = [[f"ascii_{i}", i, {"data": v}, {"message": "ß"}] for i, v in enumerate(values)]
+    assert not encode_rows(utf8_rows).isascii()  # the fast path did write UTF-8
+    ClickHouseSink(client).insert(table, COLUMNS, utf8_rows, JSON_COLUMNS)
+    ascii_body = "\n".join(map(stdlib_line, ascii_rows)).encode("ascii")
+    client.raw_insert(table, COLUMNS, ascii_body, settings=INSERT_SETTINGS, fmt=INSERT_FORMAT)
+    result = client.query(
+        f"SELECT run_id, toJSONString(output), toJSONString(error) FROM {table} ORDER BY run_id"
+    )
+    texts = {row[0]: (row[1], row[2]) for row in result.result_rows}
+    assert len(texts) == 4
+    for i in range(len(values)):
+        assert texts[f"utf8_{i}"] == texts[f"ascii_{i}"]
+    assert json.loads(texts["utf8_0"][0]) == {"data": values[0]}
+    assert json.loads(texts["utf8_0"][1]) == {"message": "ß"}
 
 
 def test_bad_surrogates_are_sanitized_and_the_batch_lands(client: Any, table: str) -> None:
