@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import random
+from typing import Any
 
 import pytest
 
@@ -13,6 +16,7 @@ from rrlab.service.json_values import (
     has_unpaired_surrogate_escape,
     js_number_string,
     json_column,
+    parse_json,
 )
 
 
@@ -73,6 +77,77 @@ def test_numbers_follow_javascript(text: str, data: object) -> None:
     result = json_column(text, APPLICATION_JSON)
     assert result == {"data": data}
     assert type(result["data"]) is type(data)
+
+
+def reference_parse(text: str) -> Any:
+    """The documented rules, stated with the stdlib decoder alone (the oracle)."""
+
+    def js_float(literal: str) -> int | float | None:
+        number = float(literal)
+        if number.is_integer() and abs(number) <= 2**53:
+            return int(number)
+        return None if math.isinf(number) else number
+
+    def reject(name: str) -> Any:
+        raise ValueError(name)
+
+    return json.loads(text, parse_float=js_float, parse_constant=reject)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equal, with the same types and key order all the way down (and -0.0 told apart)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_value, a, b))
+    if isinstance(a, float):
+        return a == b and math.copysign(1, a) == math.copysign(1, b)
+    return a == b
+
+
+def random_number(rng: random.Random) -> str:
+    sign = rng.choice(["", "-"])
+    if rng.random() < 0.3:
+        return sign + str(rng.randint(0, 10 ** rng.randint(1, 40)))
+    whole = str(rng.randint(0, 10 ** rng.randint(0, 25)))
+    fraction = str(rng.randint(0, 10 ** rng.randint(1, 25)))
+    exponent = rng.choice(["", f"e{rng.randint(-340, 340)}", f"E+{rng.randint(0, 20)}"])
+    return f"{sign}{whole}.{fraction}{exponent}" if rng.random() < 0.7 else f"{sign}{whole}e9"
+
+
+def test_number_literals_parse_exactly_as_the_rules_say() -> None:
+    rng = random.Random(5)
+    for _ in range(3_000):
+        text = random_number(rng)
+        assert same_value(parse_json(text), reference_parse(text)), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"b": 1, "a": 2, "b": 3}',  # duplicated key: last value, first position
+        '{"n": [1.0, -0.0, 2.5, 1e300, 1e-320, 9007199254740993, 9007199254740993.0]}',
+        "[18446744073709551615, 18446744073709551616, -9223372036854775808, -9223372036854775809]",
+        "[1e19, 1e20, -1e19, 9223372036854775808.0, 1.5e400]",
+        '{"s": "é \\u00e9 \\ud83d\\ude00 \\u2028 \\n \\"", "e": {}, "l": [], "t": true, "f": null}',
+        "[" * 250 + "1.0" + "]" * 250,  # deep: decided by the stdlib decoder
+        '{"a": {"b": {"c": [0.5, {"d": 4.0}]}}}',
+    ],
+)
+def test_documents_parse_exactly_as_the_rules_say(text: str) -> None:
+    assert same_value(parse_json(text), reference_parse(text))
+
+
+@pytest.mark.parametrize(
+    "text", ["NaN", "[Infinity]", "[1, 2", '"\\ud800" x', "\ufeff{}", '"\x01"', "[" * 5000]
+)
+def test_bad_documents_fail_like_the_stdlib(text: str) -> None:
+    with pytest.raises((ValueError, RecursionError)) as expected:
+        reference_parse(text)
+    with pytest.raises(expected.type):
+        parse_json(text)
 
 
 @pytest.mark.parametrize(
