@@ -137,3 +137,32 @@ def test_conversion_error_names_the_column() -> None:
         load([b"run_1", b"abc"])
     with pytest.raises(ReplicationError, match="column 'createdAt'"):
         row_loader([1114], ["createdAt"])([b"not a time"])
+
+
+@pytest.mark.parametrize("type_name", ["json", "jsonb"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"b": 1, "a": [1.0, -0.0, 2.5, 1e300, 5e-324], "b": "\\u00e9 \\ud83d\\ude00"}',
+        b"[18446744073709551615, 18446744073709551616, -9223372036854775809, 1e19, 1e20]",
+        b"1" + b"0" * 400,  # jsonb prints big numerics in full
+        b"[1e400, -1e400]",  # json keeps the text: floats overflow to infinity
+        b'{"s": "\\ud800"}',  # a lone surrogate escape (json keeps it)
+        b"[" * 300 + b"1.5" + b"]" * 300,
+        '{"\u00fcber": ["\u65e5\u672c", null, true]}'.encode(),
+    ],
+)
+def test_json_values_load_as_json_loads_reads_them(type_name: str, text: bytes) -> None:
+    value = load_value(OID_BY_NAME[type_name], memoryview(text))
+    assert json.dumps(value) == json.dumps(json.loads(text))  # types, order, -0.0, exact ints
+
+
+def test_json_arrays_and_bad_json_fail_as_before() -> None:
+    assert load_value(3807, b'{"{\\"a\\": 12345678901234567890123}",NULL}') == [
+        {"a": 12345678901234567890123},
+        None,
+    ]
+    with pytest.raises(ReplicationError, match="jsonb"):
+        load_value(OID_BY_NAME["jsonb"], b"{not json")
+    with pytest.raises(ReplicationError, match="jsonb"):
+        load_value(OID_BY_NAME["jsonb"], b"\xff\xfe")
