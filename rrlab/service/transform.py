@@ -240,7 +240,12 @@ def _utf16_key(indexes: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...
 
 
 def _has_astral(rows: list[list[Any]], indexes: tuple[int, ...]) -> bool:
-    return any(_ASTRAL.search("".join(map(itemgetter(i), rows))) for i in indexes)
+    for i in indexes:
+        text = "".join(map(itemgetter(i), rows))
+        # isascii() reads a flag of the string: the usual all-ASCII ids skip the regex scan
+        if not text.isascii() and _ASTRAL.search(text):
+            return True
+    return False
 
 
 def _sort(rows: list[list[Any]], indexes: tuple[int, ...], text_indexes: tuple[int, ...]) -> None:
