@@ -171,7 +171,11 @@ def watched_outage(
         watch.drop()
 
 
-def assert_survived(metrics: dict[str, Any], watch: AckWatch) -> None:
+def assert_survived(
+    metrics: dict[str, Any], watch: AckWatch, *, inserts_failed: bool = True
+) -> None:
+    """The run survived the outage; ``inserts_failed``: the flush metrics show its retries
+    (not when the consumer was killed as the outage began: its retries died with it)."""
     run = metrics["run"]
     assert run["status"] == "complete"
     assert run["verify"]["ok"], run["verify"]
@@ -181,7 +185,7 @@ def assert_survived(metrics: dict[str, Any], watch: AckWatch) -> None:
     # ...while PostgreSQL's WAL moved on: the slot's lag grew during the outage
     assert watch.wal[-1] - watch.confirmed[-1] > watch.wal[0] - watch.confirmed[0]
     (phase,) = metrics["phases"]
-    assert phase["flush_errors"] > 0 and phase["flush_retries"] > 0
+    assert not inserts_failed or (phase["flush_errors"] > 0 and phase["flush_retries"] > 0)
     assert phase["records_consumed"] >= phase["records_produced"]
     assert_outage_window(metrics)
 
@@ -297,7 +301,7 @@ def test_a_consumer_restarted_during_an_outage_waits_for_clickhouse(
         pg_server, pause_and_kill_the_consumer, lambda: os.kill(pid, signal.SIGCONT)
     ) as watch:
         metrics = run.join_run()
-        assert_survived(metrics, watch)
+        assert_survived(metrics, watch, inserts_failed=False)
     assert metrics["run"]["consumer_restarts"] == 1
     assert any(window["failed_connects"] for window in metrics["run"]["sink_outages"])
     log = (run.run_dir / "logs" / "consumer.log").read_text()
