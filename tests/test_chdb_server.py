@@ -295,6 +295,15 @@ def test_unreachable_server_is_a_clear_error() -> None:
     assert "hunter22" not in str(refused.value)
 
 
+def test_unknown_database_is_named_however_it_was_given(
+    chdb_endpoint: EmbeddedClickHouse,
+) -> None:
+    with pytest.raises(ClickHouseError, match="database 'nowhere_a' does not exist"):
+        clickhouse_client(f"{chdb_endpoint.url}/nowhere_a")
+    with pytest.raises(ClickHouseError, match="database 'nowhere_b' does not exist"):
+        clickhouse_client(chdb_endpoint.url, database="nowhere_b")
+
+
 def test_stop_ends_the_process(tmp_path: Path) -> None:
     endpoint = EmbeddedClickHouse(tmp_path / "ch").start()
     pid = endpoint.pid

@@ -220,10 +220,10 @@ def clickhouse_client(url: str | ClickHouseUrl, **options: Any) -> Client:
     try:
         return clickhouse_connect.get_client(**kwargs)
     except Error as exc:
-        raise _connect_error(target, exc) from None
+        raise _connect_error(target, exc, kwargs.get("database")) from None
 
 
-def _connect_error(target: ClickHouseUrl, exc: Error) -> ClickHouseError:
+def _connect_error(target: ClickHouseUrl, exc: Error, database: str | None) -> ClickHouseError:
     where = f"ClickHouse at {mask_url(target.url)}"
     detail = mask_text(str(exc), (target.password,))
     code = getattr(exc, "code", None)
@@ -239,7 +239,7 @@ def _connect_error(target: ClickHouseUrl, exc: Error) -> ClickHouseError:
         )
     if isinstance(exc, DatabaseError) and code == _UNKNOWN_DATABASE:
         return ClickHouseError(
-            f"{where}: database {target.database!r} does not exist. Create it, or leave the "
+            f"{where}: database {database!r} does not exist. Create it, or leave the "
             "database out of CLICKHOUSE_URL (rrlab creates its own)."
         )
     if isinstance(exc, DatabaseError) and code is not None:
