@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rrlab.config import RunConfig, from_environment, load_config
-from rrlab.exceptions import ConfigError, RrlabError, RunInterruptedError
+from rrlab.exceptions import ConfigError, ResultsError, RrlabError, RunInterruptedError
 from rrlab.profiling.wrappers import finish_profiles, wrapper_for
 from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
 from rrlab.runner.infrastructure import prepared_infrastructure
@@ -161,14 +161,38 @@ def run(
             phases = orchestrator.phases_done
             metadata["consumer_restarts"] = orchestrator.consumer_restarts
             metadata.update(outage_summary(orchestrator.recorder.sink_outages()))
-            orchestrator.recorder.write(run_dir / "timeseries")
         metadata["ended_at"] = datetime.now(UTC).isoformat()
-        write_metrics(run_dir, metadata, phases)
-        finish_profiles(run_dir)
+        _save_results(run_dir, metadata, phases, orchestrator)
     if resolved.clickhouse.sink != "mock":
         metadata["verify"] = _verify(resolved, run_dir)
         write_metrics(run_dir, metadata, phases)
     return run_dir
+
+
+def _save_results(
+    run_dir: Path,
+    metadata: dict[str, Any],
+    phases: list[dict[str, Any]],
+    orchestrator: Orchestrator | None,
+) -> None:
+    """metrics.json first (the run's summary, small), then the time series and profiles.
+
+    Each is tried even when an earlier one failed (a full or read-only disk), so whatever
+    fits is kept; the failures become one ResultsError that also says how the run ended.
+    """
+    writes = [partial(write_metrics, run_dir, metadata, phases)]
+    if orchestrator is not None:
+        writes.append(partial(orchestrator.recorder.write, run_dir / "timeseries"))
+    writes.append(partial(finish_profiles, run_dir))
+    failures = []
+    for write in writes:
+        try:
+            write()
+        except ResultsError as exc:
+            failures.append(str(exc))
+    if failures:
+        outcome = f" The run itself ended with: {metadata['error']}" if metadata["error"] else ""
+        raise ResultsError(" ".join(dict.fromkeys(failures)) + outcome)
 
 
 def _verify(config: RunConfig, run_dir: Path) -> dict[str, Any]:

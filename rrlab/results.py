@@ -12,6 +12,7 @@ Layout (documented in docs/results.md)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -57,17 +58,30 @@ def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:
     return run_dir.resolve()
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file + rename), so a reader never sees half a file."""
-    text = mask_text(json.dumps(data, indent=2, default=str, allow_nan=False))
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (temp file + rename), so a reader never sees half a file and
+    a full disk leaves no partial one behind (the temp file is removed)."""
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text + "\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except OSError as exc:
-        raise ResultsError(f"Cannot write {str(path)!r}: {exc.strerror or exc}.") from None
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise ResultsError(
+            f"Cannot write {str(path)!r}: {exc.strerror or exc}. Free some disk space, or "
+            "choose a writable results folder with --output DIR (or output.results_dir)."
+        ) from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically, URLs' secrets masked."""
+    text = mask_text(json.dumps(data, indent=2, default=str, allow_nan=False))
+    write_file(path, (text + "\n").encode("utf-8"))
 
 
 def write_config(run_dir: Path, config: RunConfig) -> None:

@@ -4,13 +4,16 @@ process left behind, and the next run still works. Each case runs the real CLI."
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import papermill
+import polars as pl
 import psutil
 import psycopg
 import pytest
@@ -187,18 +190,18 @@ def test_a_results_folder_under_a_file(tmp_path: Path) -> None:
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path: Path):
-    """A 4 KiB tmpfs (root only): read-only or full on demand; unmounted afterwards."""
+    """A small tmpfs (root only): read-only or full on demand; unmounted afterwards."""
     mount_point = tmp_path / "mnt"
     mount_point.mkdir()
 
-    def mount(*options: str) -> Path:
+    def mount(*options: str, size: str = "4k") -> Path:
         result = subprocess.run(
             [
                 "mount",
                 "-t",
                 "tmpfs",
                 "-o",
-                ",".join(["size=4k", *options]),
+                ",".join([f"size={size}", *options]),
                 "tmpfs",
                 str(mount_point),
             ],
@@ -219,14 +222,46 @@ def test_a_read_only_results_folder(tmp_path: Path, tiny_tmpfs) -> None:
     assert_refused(result, tmp_path, "Read-only file system", "--output")
 
 
-def test_a_full_disk_for_results(tmp_path: Path, tiny_tmpfs) -> None:
-    folder = tiny_tmpfs()
+def fill(folder: Path) -> Path:
+    """Fill the file system of ``folder`` up to ENOSPC; returns the filler file."""
     with contextlib.suppress(OSError), open(folder / "filler", "wb") as filler:
-        while True:  # until ENOSPC
+        while True:
             filler.write(b"x" * 512)
             filler.flush()
+    return folder / "filler"
+
+
+def test_a_full_disk_for_results(tmp_path: Path, tiny_tmpfs) -> None:
+    folder = tiny_tmpfs()
+    fill(folder)
     result = rrlab_run(tmp_path, "--sink", "mock", "--output", str(folder / "results"))
     assert_refused(result, tmp_path, "No space left on device", "free some disk space")
+
+
+def test_a_disk_that_fills_up_during_the_run(tmp_path: Path, tiny_tmpfs) -> None:
+    folder = tiny_tmpfs(size="1m")
+    command = [sys.executable, "-m", "rrlab", "run", "--no-progress", "--sink", "mock"]
+    command += ["-t", "100", "-d", "1", "--output", str(folder / "results")]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as runner:
+        deadline = time.monotonic() + 120
+        while not list(folder.glob("results/*/*/config.json")):
+            assert runner.poll() is None, runner.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # the run has started: leave it two 4 KiB pages, room for metrics.json and no more
+        filler = fill(folder)
+        os.truncate(filler, filler.stat().st_size - 8192)
+        stdout, stderr = runner.communicate(timeout=180)
+    result = subprocess.CompletedProcess(command, runner.returncode, stdout, stderr)
+    assert_refused(result, tmp_path, "No space left on device", "Free some disk space")
+    (run_dir,) = folder.glob("results/*/*")
+    # the run's summary was written first and whole; no half-written or temporary file
+    assert json.loads((run_dir / "metrics.json").read_text())["run"]["status"] == "complete"
+    assert not [path for path in run_dir.rglob(".*") if path.is_file()]
+    for parquet in (run_dir / "timeseries").glob("*.parquet"):
+        pl.read_parquet(parquet)
 
 
 @pytest.mark.parametrize(("name", "value"), [("throughput", "abc"), ("duration", "ten")])

@@ -7,11 +7,14 @@ reported while the consumer catches up after a phase still belong to that phase.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from rrlab.results import write_file
 
 # series name → column → polars dtype. Files in timeseries/ are written with these schemas,
 # so an empty series still has its columns and analysis code never special-cases it.
@@ -129,8 +132,13 @@ class Recorder:
         return pl.DataFrame(self.rows.get(series, []), schema=SERIES[series], orient="row")
 
     def write(self, timeseries_dir: Path) -> None:
+        """One parquet file per series, each written whole or not at all (ResultsError)."""
         for series in SERIES:
-            self.frame(series).write_parquet(timeseries_dir / f"{series}.parquet")
+            # encoded in memory: a failed write (disk full) is then an OSError of our own
+            # write, not an error from inside polars, and leaves no half-written file
+            buffer = io.BytesIO()
+            self.frame(series).write_parquet(buffer)
+            write_file(timeseries_dir / f"{series}.parquet", buffer.getvalue())
 
     def phase_summary(self, phase: dict[str, Any]) -> dict[str, Any]:
         """The metrics.json object of one phase (keys as the results contract documents)."""
