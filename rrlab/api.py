@@ -12,7 +12,13 @@ from typing import Any
 from rrlab.config import RunConfig, from_environment, load_config
 from rrlab.exceptions import ConfigError, ResultsError, RrlabError, RunInterruptedError
 from rrlab.profiling.wrappers import finish_profiles, wrapper_for
-from rrlab.results import create_run_dir, run_metadata, write_config, write_metrics
+from rrlab.results import (
+    create_run_dir,
+    no_group_or_world_writes,
+    run_metadata,
+    write_config,
+    write_metrics,
+)
 from rrlab.runner.infrastructure import prepared_infrastructure
 from rrlab.runner.metrics import outage_summary
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
@@ -125,6 +131,11 @@ def run(
     ``overrides`` (dotted keys). Raises RrlabError with a clear message on bad input.
     """
     resolved = resolve_config(config, **options)
+    with no_group_or_world_writes():
+        return _run(resolved, progress)
+
+
+def _run(resolved: RunConfig, progress: bool) -> Path:
     run_dir = create_run_dir(resolved)
     write_config(run_dir, resolved)
     metadata = run_metadata(resolved, run_dir)

@@ -19,6 +19,7 @@ import platform
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,18 @@ from rrlab.urls import mask_text
 METRICS_SCHEMA_VERSION = 1
 FILE_MODE = 0o644
 DIR_MODE = 0o755
+
+
+@contextlib.contextmanager
+def no_group_or_world_writes() -> Iterator[None]:
+    """Inside, nothing rrlab or its children create is group- or world-writable, whatever the
+    caller's umask (children inherit it: their logs, profiles and parquet files too)."""
+    previous = os.umask(0o022)
+    os.umask(previous | 0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
 
 
 def create_run_dir(config: RunConfig, now: datetime | None = None) -> Path:

@@ -143,3 +143,26 @@ def test_an_error_naming_a_server_masks_its_password(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert b"127.0.0.1:9" in result.stderr
     assert not any(s in result.stdout + result.stderr for s in secret_forms(CH_PASSWORD))
+
+
+def test_nothing_a_run_writes_is_world_writable_even_under_umask_0(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CLICKHOUSE_URL")}
+    suffix = uuid.uuid4().hex[:8]
+    result = subprocess.run(
+        [sys.executable, "-m", "rrlab", "run", "--no-progress", "--sink", "mock"]
+        + ["-t", "100", "-d", "1", "--output", str(tmp_path / "results")]
+        + [
+            f"--set=postgres.database_name=umask_{suffix}",
+            f"--set=consumer.slot_name=umask_{suffix}",
+        ]
+        + [f"--set=consumer.publication_name=umask_{suffix}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        umask=0,
+    )
+    assert result.returncode == 0, result.stderr
+    written = [tmp_path / "results", *(tmp_path / "results").rglob("*")]
+    assert {path.name for path in written} >= {"consumer.log", "producer-0.log", "lag.parquet"}
+    assert [path for path in written if path.stat().st_mode & 0o022] == []

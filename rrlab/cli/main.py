@@ -9,6 +9,7 @@ import sys
 
 from rrlab import __version__
 from rrlab.exceptions import ConfigError, RrlabError
+from rrlab.results import no_group_or_world_writes
 from rrlab.urls import mask_text
 
 # verb → module under rrlab.cli that defines add_arguments(parser) and main(args) -> int
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args.handler(args) or 0)
+        with no_group_or_world_writes():
+            return int(args.handler(args) or 0)
     except RrlabError as exc:
         if verbose:
             raise
