@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from rrlab.service.acks import AckTracker
 from rrlab.service.events import ChangeEvent, EventKind, Transaction
@@ -33,7 +32,7 @@ BatchKey = tuple[EventKind, str]
 
 
 class FlushScheduler:
-    """Dedup map, flush triggers, bounded flush pool and the :class:`AckTracker` behind them.
+    """Dedup map, flush triggers, bounded flush threads and the :class:`AckTracker` behind them.
 
     All public methods are thread-safe. ``flush`` runs in a worker thread.
     ``on_flush_failed(batch_id, exc)`` is told about every batch that exhausted its retries.
@@ -64,7 +63,6 @@ class FlushScheduler:
         self._in_flight = 0
         self._timer_due = False
         self._acks = AckTracker(start_lsn)
-        self._pool = ThreadPoolExecutor(max_flush_concurrency, thread_name_prefix="flush")
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="flush-timer", daemon=True)
         self.skipped_without_run_id = 0
@@ -135,9 +133,7 @@ class FlushScheduler:
         self._stop.set()
         if self._timer.is_alive():
             self._timer.join()
-        idle = self.wait_idle(timeout)
-        self._pool.shutdown(wait=idle, cancel_futures=not idle)
-        return idle
+        return self.wait_idle(timeout)
 
     # --- internals (called with the lock held) --------------------------------------
 
@@ -166,7 +162,12 @@ class FlushScheduler:
         self._timer_due = False
         self._in_flight += 1
         self.flushes_started += 1
-        self._pool.submit(self._run_flush, batch_id, events)
+        # a daemon thread per flush (at most max_flush_concurrency): one stuck on a stalled
+        # sink must not hold the process after close() gave up on it; its batch is then
+        # unacknowledged, and PostgreSQL re-sends it to the next consumer
+        threading.Thread(
+            target=self._run_flush, args=(batch_id, events), name=f"flush-{batch_id}", daemon=True
+        ).start()
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval_s):
