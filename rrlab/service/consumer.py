@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -28,6 +29,9 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from rrlab.config import RunConfig, load_child_config
 from rrlab.exceptions import (
@@ -109,7 +113,7 @@ class Consumer:
         # like pg_recvlogical --endpos: stop (flush, acknowledge, exit) once the stream
         # has delivered everything up to this LSN; None streams until told to stop
         self.end_lsn = end_lsn
-        self.database_url = database_url
+        self.database_url = _named_connection(database_url)
         # failed attempts and recoveries, timestamped, go to the runner in every report
         self.sink_events = sink_events or SinkEvents()
         self.sink = RecordingSink(sink, self.sink_events)
@@ -192,6 +196,12 @@ class Consumer:
                     if self.scheduler.stalled:
                         stream = self._resume_after_failed_flush(stream)
         finally:
+            if self.stop_requested.is_set():
+                log.info(
+                    "stopping: flushing what is buffered for up to %.0f s; a second signal "
+                    "exits at once without acknowledging it",
+                    SHUTDOWN_FLUSH_TIMEOUT_S,
+                )
             idle = self.scheduler.close(timeout=SHUTDOWN_FLUSH_TIMEOUT_S)
             if not stream.closed:
                 stream.send_status(self.scheduler.ack_lsn)
@@ -322,7 +332,7 @@ class Consumer:
         flushes = [self._flushes.popleft() for _ in range(len(self._flushes))]
         totals = {
             "records": self.records,
-            **self.assembler.events_by_kind,
+            **{f"{kind}s": count for kind, count in self.assembler.events_by_kind.items()},
             "transactions": self.assembler.transactions,
         }
         since_last = {key: value - self._reported.get(key, 0) for key, value in totals.items()}
@@ -348,6 +358,18 @@ class Consumer:
                 **self.stats.sample(),
             }
         )
+
+
+def _named_connection(database_url: str) -> str:
+    """The URL with an application name naming this process (unless it names one), so that
+    a second consumer told the slot is in use learns which consumer holds it."""
+    try:
+        if "application_name" in conninfo_to_dict(database_url):
+            return database_url
+    except psycopg.ProgrammingError:
+        return database_url  # ReplicationStream reports the malformed URL
+    name = f"rrlab consumer pid {os.getpid()} on {socket.gethostname()}"
+    return make_conninfo(database_url, application_name=name[:63])
 
 
 def _tune_garbage_collector() -> None:
