@@ -10,6 +10,11 @@ went wrong and how to fix it. The CLI prints the message without a traceback
 class RrlabError(Exception):
     """Base class for errors whose message is meant for the user."""
 
+    def _render_traceback_(self) -> list[str]:
+        # IPython's hook: a notebook cell (and papermill) shows the message alone, as the
+        # CLI does without -v; the frames inside rrlab would only bury it
+        return [f"{type(self).__name__}: {self}"]
+
 
 class ConfigError(RrlabError):
     """A configuration value, params file or notebook parameter is invalid."""
