@@ -167,3 +167,8 @@ def test_a_killed_consumer_is_restarted_and_nothing_is_lost(pg_server, tmp_path)
     assert run["verify"]["ok"], run["verify"]
     assert run["verify"]["missing"] == 0 and run["verify"]["stale"] == 0
     assert (run_dir / "logs" / "consumer.log").read_text().count("streaming slot") == 3
+    # the producers' counts in metrics.json are what PostgreSQL holds
+    phases = _metrics(run_dir)["phases"]
+    with connect(pg_server.url().with_dbname("trigger_profiling")) as conn:
+        live_runs = conn.execute('SELECT count(*) FROM "TaskRun"').fetchone()[0]
+    assert live_runs == sum(phase["inserts"] - phase["deletes"] for phase in phases) > 0
