@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +58,19 @@ def profiling_database_claim(server: PostgresUrl, database_name: str) -> Iterato
     """
     conn = connect(server)
     try:
+        # the name a refused run sees in its error, to tell which run holds the database
+        conn.execute(
+            "SELECT set_config('application_name', %s, false)",
+            (f"rrlab run pid {os.getpid()} on {socket.gethostname()}"[:63],),
+        )
         claimed = conn.execute(
             "SELECT pg_try_advisory_lock(hashtext('rrlab profiling database ' || %s))",
             (database_name,),
         ).fetchone()[0]
         if not claimed:
             raise PostgresError(
-                f"Another rrlab run is using the profiling database {database_name!r} on "
+                f"Another rrlab run{_claim_holder(conn, database_name)} is using the "
+                f"profiling database {database_name!r} on "
                 f"{server.masked}. Wait for it to end, or give this run its own database, "
                 f"slot and publication: --set postgres.database_name=... "
                 "--set consumer.slot_name=... --set consumer.publication_name=..."
@@ -70,6 +78,26 @@ def profiling_database_claim(server: PostgresUrl, database_name: str) -> Iterato
         yield
     finally:
         conn.close()
+
+
+def _claim_holder(conn: psycopg.Connection, database_name: str) -> str:
+    """`` (who holds it, since when)`` for the claim on ``database_name``; empty when the
+    holder has just released it."""
+    row = conn.execute(
+        """
+        WITH claim AS (SELECT hashtext('rrlab profiling database ' || %s)::bigint AS key)
+        SELECT a.application_name, a.pid, a.backend_start
+        FROM claim, pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+          AND l.classid::bigint = (claim.key >> 32) & 4294967295
+          AND l.objid::bigint = claim.key & 4294967295
+        """,
+        (database_name,),
+    ).fetchone()
+    if row is None:
+        return ""
+    name, pid, since = row
+    return f" ({name or f'PostgreSQL process {pid}'}, since {since:%Y-%m-%d %H:%M:%S %Z})"
 
 
 def _drop_run_slot(database: PostgresUrl, slot: str) -> None:
