@@ -113,6 +113,15 @@ def test_an_unreachable_postgres(tmp_path: Path) -> None:
     assert PASSWORD not in result.stderr + result.stdout
 
 
+def test_a_password_on_the_command_line_is_warned_about(tmp_path: Path) -> None:
+    url = f"postgresql://someone:{PASSWORD}@127.0.0.1:9/db"
+    result = rrlab_run(tmp_path, "--sink", "mock", "--database-url", url)
+    assert_refused(result, tmp_path, "readable by every user", "DATABASE_URL instead")
+    assert PASSWORD not in result.stderr + result.stdout
+    quiet = rrlab_run(tmp_path, "--sink", "mock", "--database-url", "postgresql://u@127.0.0.1:9/db")
+    assert "readable by every user" not in quiet.stderr
+
+
 def _role(pg_server, *attributes: str) -> str:
     url = pg_server.url()
     name = f"bad_input_{uuid.uuid4().hex[:8]}"

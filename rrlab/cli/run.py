@@ -9,6 +9,7 @@ import sys
 from rrlab.api import run
 from rrlab.cli.main import overrides_from
 from rrlab.exceptions import RunInterruptedError
+from rrlab.urls import mask_url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", metavar="DIR", help="results folder (default results/)")
     parser.add_argument("--run-name", metavar="NAME", help="name of the run folder")
     parser.add_argument(
-        "--database-url", metavar="URL", help="a PostgreSQL server to use (or DATABASE_URL)"
+        "--database-url",
+        metavar="URL",
+        help="a PostgreSQL server to use; one with a password belongs in DATABASE_URL instead",
     )
     parser.add_argument(
         "--set",
@@ -46,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     overrides = overrides_from(args.set)
+    if args.database_url and mask_url(args.database_url) != args.database_url:
+        print(
+            "rrlab: warning: the password in --database-url is readable by every user of this "
+            "machine (ps) while the run lasts; put the URL in DATABASE_URL instead.",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         run_dir = run(
             args.config,
