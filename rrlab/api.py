@@ -84,14 +84,15 @@ def resolve_config(
 
 
 def parse_chaos(spec: str) -> dict[str, Any]:
-    """``kill-consumer=N[,seed=S]`` → chaos settings."""
+    """``kill-consumer=N,kill-producer=N[,seed=S]`` (any of them) → chaos settings."""
     settings: dict[str, Any] = {}
     for item in spec.split(","):
         key, sep, value = item.strip().partition("=")
-        if not sep or key not in ("kill-consumer", "seed"):
+        if not sep or key not in ("kill-consumer", "kill-producer", "seed"):
             raise ConfigError(
-                f"--chaos {spec!r} is not understood: use kill-consumer=N "
-                "(SIGKILL the consumer N times during the load phases), optionally ,seed=S."
+                f"--chaos {spec!r} is not understood: use kill-consumer=N and/or "
+                "kill-producer=N (SIGKILL the consumer, or a producer, N times during the "
+                "load phases), comma-separated, optionally ,seed=S."
             )
         settings[f"chaos.{key.replace('-', '_')}"] = value
     return settings
@@ -151,8 +152,8 @@ def _run(resolved: RunConfig, progress: bool) -> Path:
                 infra,
                 progress=progress,
                 consumer_wrapper=partial(wrapper_for, resolved.profiling, run_dir),
-                producer_wrapper=lambda name: wrapper_for(
-                    resolved.profiling, run_dir, 0, process=name
+                producer_wrapper=lambda name, attempt: wrapper_for(
+                    resolved.profiling, run_dir, attempt, process=name
                 ),
             )
             phases = orchestrator.run()
@@ -171,6 +172,7 @@ def _run(resolved: RunConfig, progress: bool) -> Path:
         if orchestrator is not None:
             phases = orchestrator.phases_done
             metadata["consumer_restarts"] = orchestrator.consumer_restarts
+            metadata["producer_restarts"] = orchestrator.producer_restarts
             metadata.update(outage_summary(orchestrator.recorder.sink_outages()))
         metadata["ended_at"] = datetime.now(UTC).isoformat()
         _save_results(run_dir, metadata, phases, orchestrator)

@@ -165,6 +165,7 @@ class ChaosConfig:
     """Faults the runner injects to prove that no change is lost."""
 
     kill_consumer: int = field(default=0, metadata=_limits(0, 1_000))
+    kill_producer: int = field(default=0, metadata=_limits(0, 1_000))
     seed: int | None = None
 
 

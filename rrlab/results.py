@@ -136,6 +136,7 @@ def run_metadata(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         "ended_at": None,
         "status": "incomplete",
         "consumer_restarts": 0,
+        "producer_restarts": 0,
         "error": None,
     }
 

@@ -175,3 +175,27 @@ def test_super_json_payloads_are_stored_as_written(profiling_db, ratio):
     )
     expected = "application/super+json" if ratio else "application/json"
     assert rows == [(expected, bool(ratio))]
+
+
+def test_each_transaction_is_announced_with_its_id_just_before_its_commit(profiling_db):
+    announced, seen_before_commit = [], []
+
+    def announce(operation, rows, xid):
+        announced.append((operation, rows, xid))
+        seen_before_commit.append(xact_status(profiling_db, xid))
+
+    rng = random.Random(3)
+    generator = RunGenerator(rng, profiling_db.fixtures)
+    writer = RunWriter(profiling_db.url, generator, RunPool(rng), WriteMix(0.6, 0.1), announce)
+    outcomes = [writer.write_batch(300) for _ in range(4)]
+    writer.close()
+    assert seen_before_commit == ["in progress"] * len(announced)
+    assert {xact_status(profiling_db, xid) for _, _, xid in announced} == {"committed"}
+    for operation, key in ((INSERT, "inserts"), (UPDATE, "updates"), (DELETE, "deletes")):
+        written = sum(getattr(o, key) for o in outcomes)
+        assert sum(rows for op, rows, _ in announced if op == operation) == written > 0
+    assert len(announced) == sum(len(o.latencies) for o in outcomes)
+
+
+def xact_status(db, xid):
+    return query(db, "SELECT pg_xact_status(%s::xid8)", (xid,))[0][0]

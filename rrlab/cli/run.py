@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--chaos",
-        metavar="kill-consumer=N",
-        help="SIGKILL the consumer N times at random moments of the load phases",
+        metavar="kill-consumer=N,kill-producer=N",
+        help="SIGKILL the consumer / a producer N times at random moments of the load phases "
+        "(either or both, optionally ,seed=S)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 

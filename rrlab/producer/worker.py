@@ -11,11 +11,18 @@ Commands (the runner sends):
 
 Messages (the worker emits):
   ``{"type": "ready", "worker", "pid"}`` once connected to PostgreSQL.
-  ``{"type": "stats", "worker", "pid", "phase", "t", "inserts", "updates", "deletes", "records",
-  "errors", "target_rate", "latencies"}`` every second of a phase and once more at its end;
-  ``t`` is the wall-clock time (s since 1970) the interval ended, ``latencies`` is every
-  statement of the interval as ``[operation, rows, ms]`` (operation insert, update or
-  delete; ms includes the commit). The stats of a phase hold all of its samples.
+  ``{"type": "committing", "worker", "phase", "seq", "xid", "operation", "rows"}`` just
+  before each transaction's COMMIT: ``seq`` numbers this process's transactions from 1,
+  ``xid`` is PostgreSQL's transaction id. When the process dies, the transactions
+  announced after its last ``stats`` are the ones whose rows no report counted; the
+  runner asks PostgreSQL which of them committed (``pg_xact_status``).
+  ``{"type": "stats", "worker", "pid", "phase", "t", "seq", "inserts", "updates", "deletes",
+  "records", "errors", "target_rate", "latencies"}`` every second of a phase and once more
+  at its end; ``t`` is the wall-clock time (s since 1970) the interval ended, ``seq`` the
+  last announced transaction it accounts for (its rows counted, or its failure among the
+  errors), ``latencies`` is every statement of the interval as ``[operation, rows, ms]``
+  (operation insert, update or delete; ms includes the commit). The stats of a phase hold
+  all of its samples.
   ``{"type": "phase_stopped", "worker", "phase", "elapsed_s", "records", "inserts", "updates",
   "deletes", "errors", "target_rate", "achieved_rate"}`` after ``stop_phase``.
   ``{"type": "log", "level": int, "message": str}`` for each failed write (password masked).
@@ -115,13 +122,32 @@ def run_producer(
         error_rate=config.error_rate,
     )
     mix = WriteMix(config.insert_update_ratio, config.delete_ratio)
-    writer = RunWriter(parse_postgres_url(database_url), generator, RunPool(rng), mix)
+    announcer = _Announcer(worker_id, emit)
+    url = parse_postgres_url(database_url)
+    writer = RunWriter(url, generator, RunPool(rng), mix, announce=announcer)
     try:
         writer.connect()
         emit({"type": "ready", "worker": worker_id, "pid": os.getpid()})
-        _ProducerLoop(worker_id, config, writer, receive, emit, clock).run()
+        _ProducerLoop(worker_id, config, writer, announcer, receive, emit, clock).run()
     finally:
         writer.close()
+
+
+class _Announcer:
+    """Numbers the transactions the writer announces before COMMIT and tells the runner."""
+
+    def __init__(self, worker_id: int, emit: Emit) -> None:
+        self._worker_id = worker_id
+        self._emit = emit
+        self.seq = 0
+        self.phase: str | None = None
+
+    def __call__(self, operation: str, rows: int, xid: str) -> None:
+        self.seq += 1
+        self._emit(
+            {"type": "committing", "worker": self._worker_id, "phase": self.phase,
+             "seq": self.seq, "xid": xid, "operation": operation, "rows": rows}
+        )  # fmt: skip
 
 
 class _ProducerLoop:
@@ -130,6 +156,7 @@ class _ProducerLoop:
         worker_id: int,
         config: ProducerConfig,
         writer: RunWriter,
+        announcer: _Announcer,
         receive: Receive,
         emit: Emit,
         clock: Callable[[], float],
@@ -137,6 +164,7 @@ class _ProducerLoop:
         self._worker_id = worker_id
         self._config = config
         self._writer = writer
+        self._announcer = announcer
         self._receive = receive
         self._emit = emit
         self._clock = clock
@@ -175,6 +203,7 @@ class _ProducerLoop:
             self._stop_phase()
             pacer = Pacer(float(command["rate"]), self._config.batch_size, self._clock)
             self._phase = _Phase(str(command["name"]), pacer, pacer.start + STATS_INTERVAL_S)
+            self._announcer.phase = self._phase.name
         elif kind == "stop_phase":
             self._stop_phase(always_answer=True)
         elif kind == "shutdown":
@@ -228,6 +257,7 @@ class _ProducerLoop:
                 "pid": os.getpid(),
                 "phase": phase.name,
                 "t": time.time(),
+                "seq": self._announcer.seq,
                 **interval.as_message(),
                 "target_rate": phase.pacer.rate,
                 "latencies": interval.latencies,

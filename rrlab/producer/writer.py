@@ -2,7 +2,9 @@
 
 Each batch of records is split by the configured mix into inserts, updates and deletes;
 each kind is one transaction, so a killed producer leaves whole statements or nothing,
-and its latency (commit included) is measured on its own.
+and its latency (commit included) is measured on its own. Just before each COMMIT the
+writer can announce the transaction's id (see :class:`RunWriter`), so whoever counts the
+rows can later ask PostgreSQL whether a transaction it never heard back about committed.
 
 Why binary COPY and ``UPDATE … FROM unnest(arrays)``: measured on this 2-core box with the
 embedded server (batches of 500, 1 KB payloads, row generation included; CPU per row of
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +80,10 @@ _COPY_SQL = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
 )
 _COPY_TYPE_NAMES = [_copy_type(column) for column in INSERT_COLUMNS]
 _DELETE_SQL = sql.SQL("DELETE FROM {} WHERE id = ANY(%s)").format(sql.Identifier(TABLE))
+_XID_SQL = "SELECT pg_current_xact_id()::text"
+
+# (operation, rows, transaction id): called inside the transaction, just before its COMMIT
+Announce = Callable[[str, int, str], None]
 
 
 def _update_sql(columns: tuple[str, ...]) -> sql.Composed:
@@ -187,7 +193,14 @@ class _JsonTextBinaryDumper(Dumper):
 
 
 class RunWriter:
-    """One worker's connection and the bookkeeping that keeps its status transitions real."""
+    """One worker's connection and the bookkeeping that keeps its status transitions real.
+
+    ``announce``, when given, is called once per transaction after its statements and just
+    before its COMMIT, with the operation, the rows and the transaction's id
+    (``pg_current_xact_id``, one more round trip). A process killed after announcing has
+    left a transaction whose fate ``pg_xact_status`` tells; one killed before announcing has
+    left nothing (its transaction is rolled back when the connection drops).
+    """
 
     def __init__(
         self,
@@ -195,11 +208,13 @@ class RunWriter:
         generator: RunGenerator,
         pool: RunPool,
         mix: WriteMix,
+        announce: Announce | None = None,
     ) -> None:
         self._url = url
         self._generator = generator
         self._pool = pool
         self._mix = mix
+        self._announce = announce
         self._conn: psycopg.Connection | None = None
 
     def connect(self) -> None:
@@ -259,7 +274,7 @@ class RunWriter:
 
     def _insert(self, rows: list[tuple], outcome: BatchOutcome) -> None:
         started = time.perf_counter()
-        with self._transaction() as cursor, cursor.copy(_COPY_SQL) as copy:
+        with self._transaction(INSERT, len(rows)) as cursor, cursor.copy(_COPY_SQL) as copy:
             copy.set_types(_COPY_TYPE_NAMES)
             for row in rows:
                 copy.write_row(row)
@@ -274,7 +289,7 @@ class RunWriter:
             update = self._generator.transition(run_id, status, now)
             groups.setdefault(update.columns, []).append(update)
         started = time.perf_counter()
-        with self._transaction() as cursor:
+        with self._transaction(UPDATE, len(taken)) as cursor:
             for columns, group in groups.items():
                 arrays = [list(values) for values in zip(*(u.values for u in group), strict=True)]
                 cursor.execute(_UPDATE_SQL[columns], [[u.run_id for u in group], *arrays])
@@ -286,17 +301,21 @@ class RunWriter:
 
     def _delete(self, taken: list[tuple[str, str]], outcome: BatchOutcome) -> None:
         started = time.perf_counter()
-        with self._transaction() as cursor:
+        with self._transaction(DELETE, len(taken)) as cursor:
             cursor.execute(_DELETE_SQL, [[run_id for run_id, _ in taken]])
         outcome.latencies.append((DELETE, len(taken), _ms_since(started)))
         outcome.deletes += len(taken)
 
     @contextmanager
-    def _transaction(self) -> Iterator[psycopg.Cursor]:
-        """A binary cursor in a transaction: committed on success, rolled back on error."""
+    def _transaction(self, operation: str, rows: int) -> Iterator[psycopg.Cursor]:
+        """A binary cursor in a transaction: announced and committed on success, rolled back
+        on error."""
         assert self._conn is not None
         with self._conn.transaction(), self._conn.cursor(binary=True) as cursor:
             yield cursor
+            if self._announce is not None:
+                xid = cursor.execute(_XID_SQL).fetchone()[0]
+                self._announce(operation, rows, xid)
 
 
 class _JsonText(str):

@@ -5,6 +5,10 @@ bar shows produced and consumed rates and lag, stops the producers, waits until 
 slot's confirmed flush position reaches the WAL position at stop (the consumer has
 caught up), and closes the phase's metrics. Ctrl+C or SIGTERM ends the run early:
 producers stop, the consumer flushes, metrics so far are written marked incomplete.
+
+A child that dies (or that chaos kills) is restarted, within a budget: the consumer
+resumes from the slot; a producer's rows committed since its last report are counted
+from PostgreSQL (:mod:`rrlab.runner.commits`) and its replacement joins the running phase.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import random
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +32,7 @@ from tqdm import tqdm
 
 from rrlab.config import RunConfig
 from rrlab.exceptions import RunError
+from rrlab.runner.commits import UnreportedCommits, as_producer_row, committed
 from rrlab.runner.infrastructure import Infrastructure
 from rrlab.runner.ipc import ControlServer
 from rrlab.runner.metrics import Recorder, percentiles
@@ -39,6 +45,10 @@ READY_TIMEOUT_S = 60.0
 CATCH_UP_TIMEOUT_S = 120.0
 PAUSE_BETWEEN_PHASES_S = 1.0
 CONSUMER = "consumer"
+# Unexpected producer deaths survived per run (chaos kills come on top); a producer has no
+# restart setting of its own, and one that keeps dying is a bug to see, not to ride out.
+PRODUCER_MAX_RESTARTS = 3
+DISCONNECT_TIMEOUT_S = 10.0
 
 
 class RunInterrupted(Exception):
@@ -56,21 +66,34 @@ class Orchestrator:
         *,
         progress: bool = True,
         consumer_wrapper: Callable[[int], list[str] | None] | None = None,
-        producer_wrapper: Callable[[str], list[str] | None] | None = None,
+        producer_wrapper: Callable[[str, int], list[str] | None] | None = None,
     ) -> None:
         self.config = config
         self.run_dir = run_dir
         self.infra = infra
         self.progress = progress
         self.consumer_wrapper = consumer_wrapper or (lambda attempt: None)
-        self.producer_wrapper = producer_wrapper or (lambda name: None)
+        self.producer_wrapper = producer_wrapper or (lambda name, attempt: None)
         self.recorder = Recorder()
         self.server = ControlServer()
         self.consumer: ChildProcess | None = None
         self.producers: dict[str, ChildProcess] = {}
         self.consumer_restarts = 0
+        self.producer_restarts = 0
         load_s = sum(phase.duration_s for phase in config.phases)
-        self.chaos = ChaosSchedule(config.chaos.kill_consumer, load_s, config.chaos.seed)
+        seed = config.chaos.seed
+        self.chaos = ChaosSchedule(config.chaos.kill_consumer, load_s, seed)
+        # another seed: equal counts must not kill the consumer and a producer together
+        self.producer_chaos = ChaosSchedule(
+            config.chaos.kill_producer, load_s, None if seed is None else seed + 1
+        )
+        self._victims = random.Random(seed)
+        self.unreported = UnreportedCommits()
+        # what a producer started mid-phase must be told: the phase command while the load
+        # runs, "stopped" while the runner waits for the producers to stop, else nothing
+        self._producer_command: dict[str, Any] | str | None = None
+        self._disconnected: set[str] = set()
+        self._producer_starts: Counter[str] = Counter()
         self.phase_name = "startup"
         self.phases_done: list[dict[str, Any]] = []
         self.started = time.time()
@@ -122,15 +145,23 @@ class Orchestrator:
 
     def _start_producers(self) -> None:
         for worker in range(self.config.producer.workers):
-            name = f"producer-{worker}"
-            args = ["--config", str(self.run_dir / "config.json"), "--worker-id", str(worker)]
-            self.producers[name] = ChildProcess(
-                name,
-                python_module_command("rrlab.producer", args, self.producer_wrapper(name)),
-                self._child_env(name),
-                self.run_dir / "logs" / f"{name}.log",
-            )
+            self._spawn_producer(worker)
         self._await_ready(list(self.producers))
+
+    def _spawn_producer(self, worker: int) -> str:
+        name = f"producer-{worker}"
+        args = ["--config", str(self.run_dir / "config.json"), "--worker-id", str(worker)]
+        self.producers[name] = ChildProcess(
+            name,
+            # a restarted producer's profile is a new file: attempt = restarts of this worker
+            python_module_command(
+                "rrlab.producer", args, self.producer_wrapper(name, self._producer_starts[name])
+            ),
+            self._child_env(name),
+            self.run_dir / "logs" / f"{name}.log",
+        )
+        self._producer_starts[name] += 1
+        return name
 
     def _children(self) -> dict[str, ChildProcess]:
         children = dict(self.producers)
@@ -154,22 +185,54 @@ class Orchestrator:
                 )
 
     def _check_children(self) -> None:
-        """Restart a dead consumer (up to max_restarts); a dead producer ends the run."""
-        for _name, child in self.producers.items():
+        """Restart a dead consumer or producer, each kind within its budget of restarts."""
+        for name, child in list(self.producers.items()):
             if not child.alive():
-                raise RunError(f"A producer died unexpectedly: {child.describe_exit()}")
+                allowed = PRODUCER_MAX_RESTARTS + self.producer_chaos.planned
+                limit = f"{PRODUCER_MAX_RESTARTS} plus the chaos kills, for all producers"
+                _within_budget(self.producer_restarts, allowed, limit, child)
+                self.producer_restarts += 1
+                self._restart_producer(name)
         if self.consumer is not None and not self.consumer.alive():
-            description = self.consumer.describe_exit()
             allowed = self.config.consumer.max_restarts + self.chaos.planned
-            if self.consumer_restarts >= allowed:
-                raise RunError(
-                    f"The consumer died and was restarted {self.consumer_restarts} times "
-                    f"already (consumer.max_restarts): {description}"
-                )
-            log.warning("Restarting the consumer: %s", description)
+            limit = "consumer.max_restarts plus the chaos kills"
+            _within_budget(self.consumer_restarts, allowed, limit, self.consumer)
             self.consumer_restarts += 1
             self._ready.discard(CONSUMER)
             self._start_consumer()
+
+    def _restart_producer(self, name: str) -> None:
+        """Count what the dead producer committed unreported, then start its replacement."""
+        if name in self._ready:  # it connected: read all it sent before counting
+            deadline = time.monotonic() + DISCONNECT_TIMEOUT_S
+            while name not in self._disconnected and time.monotonic() < deadline:
+                self._pump(0.05)
+        self._count_unreported(name)
+        self._ready.discard(name)
+        self._spawn_producer(int(name.rpartition("-")[2]))
+        self._await_ready([name])
+        if isinstance(self._producer_command, dict):
+            self.server.send(name, self._producer_command)
+        elif self._producer_command == "stopped":
+            self._producer_done.add(name)  # a fresh producer has no phase to stop
+
+    def _count_unreported(self, name: str) -> None:
+        """Rows of transactions the dead producer announced after its last report, if
+        PostgreSQL committed them, become one more producer sample of their phase."""
+        announced = self.unreported.take(name)
+        if not announced:
+            return
+        with psycopg.connect(self.infra.database.url, autocommit=True) as conn:
+            landed = committed(conn, announced)
+        log.warning(
+            "%s: %d transaction(s) announced after its last report, %d committed "
+            "(%d rows, counted from PostgreSQL)",
+            name, len(announced), len(landed), sum(a.rows for a in landed),
+        )  # fmt: skip
+        t = time.time() - self.started
+        for phase in dict.fromkeys(a.phase for a in landed):
+            counts = as_producer_row([a for a in landed if a.phase == phase])
+            self._record_producer(name, t, {**counts, "phase": phase})
 
     # --- phases ------------------------------------------------------------------
 
@@ -183,8 +246,9 @@ class Orchestrator:
         }
         share = target / len(self.producers)
         self._producer_done.clear()
+        self._producer_command = {"cmd": "phase", "name": name, "rate": share}
         for producer in self.producers:
-            self.server.send(producer, {"cmd": "phase", "name": name, "rate": share})
+            self.server.send(producer, self._producer_command)
         load_started = time.monotonic()
         self.chaos.start(load_started)
         # text bars (not tqdm.auto's widgets): they update in place in a terminal and in
@@ -199,15 +263,15 @@ class Orchestrator:
         with bar:
             while (elapsed := time.monotonic() - load_started) < duration_s:
                 self._pump(min(0.5, duration_s - elapsed))
-                if self.consumer is not None and self.chaos.due(time.monotonic()):
-                    log.warning("chaos: SIGKILL to the consumer (pid %d)", self.consumer.pid)
-                    self.consumer.kill()
+                self._inject_chaos()
                 self._check_children()
                 bar.n = min(round(time.monotonic() - load_started), round(duration_s))
                 bar.set_postfix(self._live_rates(), refresh=True)
+        self._producer_command = "stopped"
         for producer in self.producers:
             self.server.send(producer, {"cmd": "stop_phase"})
         self._await_producers_stopped()
+        self._producer_command = None
         phase["load_s"] = time.monotonic() - load_started
         catch_up_started = time.monotonic()
         self._await_catch_up()
@@ -216,6 +280,16 @@ class Orchestrator:
         phase["ended_at"] = datetime.now(UTC).isoformat()
         self._await_consumer_report()
         self.phases_done.append(self.recorder.phase_summary(phase))
+
+    def _inject_chaos(self) -> None:
+        now = time.monotonic()
+        if self.consumer is not None and self.chaos.due(now):
+            log.warning("chaos: SIGKILL to the consumer (pid %d)", self.consumer.pid)
+            self.consumer.kill()
+        if self.producer_chaos.due(now):
+            victim = self.producers[self._victims.choice(sorted(self.producers))]
+            log.warning("chaos: SIGKILL to %s (pid %d)", victim.name, victim.pid)
+            victim.kill()
 
     def _await_producers_stopped(self) -> None:
         deadline = time.monotonic() + 60
@@ -304,6 +378,12 @@ class Orchestrator:
         t = body.get("t", time.time()) - self.started
         if kind == "ready":
             self._ready.add(sender)
+        elif kind == "connected":
+            self._disconnected.discard(sender)
+        elif kind == "disconnected":
+            self._disconnected.add(sender)
+        elif kind == "committing":
+            self.unreported.announced(sender, body)
         elif kind == "phase_stopped":
             self._producer_done.add(sender)
         elif kind == "stats" and sender == CONSUMER:
@@ -313,6 +393,7 @@ class Orchestrator:
             self._consumer_reported = self._consumer_reported or bool(body.get("requested"))
         elif kind == "stats":
             self._record_producer(sender, t, body)
+            self.unreported.reported(sender, int(body.get("seq", 0)))
         elif kind == "log":
             log.log(body.get("level", logging.INFO), "%s: %s", sender, body.get("message"))
         if kind == "stats" and "pid" in body:
@@ -362,8 +443,19 @@ class Orchestrator:
         )  # fmt: skip
 
 
+def _within_budget(restarts: int, allowed: int, limit: str, child: ChildProcess) -> None:
+    """Log the death of a child about to be restarted; RunError when the budget is spent."""
+    description = child.describe_exit()
+    if restarts >= allowed:
+        raise RunError(
+            f"A {child.name.partition('-')[0]} died after {restarts} restarts already "
+            f"({limit}): {description}"
+        )
+    log.warning("Restarting %s", description)
+
+
 class ChaosSchedule:
-    """When to SIGKILL the consumer: ``count`` random moments of the load phases' time.
+    """When to SIGKILL a process: ``count`` random moments of the load phases' time.
 
     Kills are spread over the phases' summed duration; the clock only runs while
     producers write (the schedule is consulted from the load loop only), so a kill never
