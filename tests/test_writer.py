@@ -199,3 +199,29 @@ def test_each_transaction_is_announced_with_its_id_just_before_its_commit(profil
 
 def xact_status(db, xid):
     return query(db, "SELECT pg_xact_status(%s::xid8)", (xid,))[0][0]
+
+
+def test_a_commit_that_raises_is_marked_unknown_for_postgres_to_settle(profiling_db):
+    announced = []
+
+    def announce(operation, rows, xid):
+        announced.append(xid)
+        if len(announced) == 2:  # the connection breaks between announcement and COMMIT
+            query(
+                profiling_db,  # waits (up to 10 s) until the writer's backend has exited
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+
+    rng = random.Random(4)
+    generator = RunGenerator(rng, profiling_db.fixtures)
+    writer = RunWriter(profiling_db.url, generator, RunPool(rng), WriteMix(1.0, 0.0), announce)
+    first, broken, after = (writer.write_batch(100) for _ in range(3))
+    writer.close()
+    assert not first.commit_unknown and not after.commit_unknown and after.error is None
+    assert broken.commit_unknown and broken.error is not None and broken.records == 0
+    assert [xact_status(profiling_db, xid) for xid in announced] == [
+        "committed",
+        "aborted",
+        "committed",
+    ]

@@ -16,11 +16,13 @@ Messages (the worker emits):
   ``xid`` is PostgreSQL's transaction id. When the process dies, the transactions
   announced after its last ``stats`` are the ones whose rows no report counted; the
   runner asks PostgreSQL which of them committed (``pg_xact_status``).
-  ``{"type": "stats", "worker", "pid", "phase", "t", "seq", "inserts", "updates", "deletes",
-  "records", "errors", "target_rate", "latencies"}`` every second of a phase and once more
-  at its end; ``t`` is the wall-clock time (s since 1970) the interval ended, ``seq`` the
-  last announced transaction it accounts for (its rows counted, or its failure among the
-  errors), ``latencies`` is every statement of the interval as ``[operation, rows, ms]``
+  ``{"type": "stats", "worker", "pid", "phase", "t", "seq", "unsure", "inserts", "updates",
+  "deletes", "records", "errors", "target_rate", "latencies"}`` every second of a phase and
+  once more at its end; ``t`` is the wall-clock time (s since 1970) the interval ended;
+  ``seq`` the last announced transaction it accounts for (its rows counted, or its failure
+  among the errors) except those listed in ``unsure``: transactions whose COMMIT raised
+  (e.g. the connection broke), which may still have committed, so only PostgreSQL can
+  count them; ``latencies`` is every statement of the interval as ``[operation, rows, ms]``
   (operation insert, update or delete; ms includes the commit). The stats of a phase hold
   all of its samples.
   ``{"type": "phase_stopped", "worker", "phase", "elapsed_s", "records", "inserts", "updates",
@@ -63,6 +65,8 @@ class _Counts:
     deletes: int = 0
     errors: int = 0
     latencies: list[list[Any]] = field(default_factory=list)
+    # announced transactions whose COMMIT failed in a way that may still have committed
+    unsure: list[int] = field(default_factory=list)
 
     def add(self, outcome: BatchOutcome) -> None:
         self.inserts += outcome.inserts
@@ -219,6 +223,8 @@ class _ProducerLoop:
         outcome = self._writer.write_batch(phase.pacer.batch_size)
         phase.pacer.written(outcome.records)
         phase.interval.add(outcome)
+        if outcome.commit_unknown:
+            phase.interval.unsure.append(self._announcer.seq)
         if outcome.error is not None:
             phase.resume_at = self._clock() + self._config.retry_pause_s
             self._log(
@@ -258,6 +264,7 @@ class _ProducerLoop:
                 "phase": phase.name,
                 "t": time.time(),
                 "seq": self._announcer.seq,
+                "unsure": interval.unsure,
                 **interval.as_message(),
                 "target_rate": phase.pacer.rate,
                 "latencies": interval.latencies,

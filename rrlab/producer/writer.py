@@ -176,6 +176,9 @@ class BatchOutcome:
     # (operation, rows, milliseconds including the commit)
     latencies: list[tuple[str, int, float]] = field(default_factory=list)
     error: str | None = None
+    # the error struck the COMMIT of an announced transaction: whether it committed (the
+    # connection broke after the server committed) only PostgreSQL can tell; not counted here
+    commit_unknown: bool = False
 
     @property
     def records(self) -> int:
@@ -216,6 +219,7 @@ class RunWriter:
         self._mix = mix
         self._announce = announce
         self._conn: psycopg.Connection | None = None
+        self._committing = False  # an announced transaction's COMMIT is under way
 
     def connect(self) -> None:
         """Open the connection now (it is also reopened on demand after a failure)."""
@@ -245,6 +249,7 @@ class RunWriter:
         inserts += updates - len(taken_for_update) + deletes - len(taken_for_delete)
         now = datetime.now(UTC).replace(tzinfo=None)
         outcome = BatchOutcome()
+        self._committing = False
         try:
             self.connect()
             if inserts:
@@ -256,6 +261,7 @@ class RunWriter:
                 self._delete(taken_for_delete, outcome)
                 taken_for_delete = []
         except (psycopg.Error, PostgresError) as exc:
+            outcome.commit_unknown = self._committing
             for run_id, status in taken_for_update + taken_for_delete:
                 self._pool.add(run_id, status)
             outcome.error = mask_text(str(exc).strip(), (self._url.password,))
@@ -316,6 +322,8 @@ class RunWriter:
             if self._announce is not None:
                 xid = cursor.execute(_XID_SQL).fetchone()[0]
                 self._announce(operation, rows, xid)
+                self._committing = True
+        self._committing = False
 
 
 class _JsonText(str):

@@ -3,7 +3,8 @@
 A producer announces each transaction (its PostgreSQL id, operation and rows) just before
 COMMIT and reports counts once a second. A kill can land between a COMMIT and the next
 report; the transactions announced since the last report are then the only ones whose
-fate the runner does not know, and ``pg_xact_status`` tells it exactly.
+fate the runner does not know, and ``pg_xact_status`` tells it exactly. The same question
+settles a COMMIT that raised in a live producer (the connection broke: committed or not?).
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ class Announcement:
 
 
 class UnreportedCommits:
-    """Per producer process: the transactions announced after its last stats report."""
+    """Per producer process: the transactions announced after its last stats report, and
+    those a report called unsure (their COMMIT raised)."""
 
     def __init__(self) -> None:
         self._pending: dict[str, list[Announcement]] = defaultdict(list)
+        self._unsure: dict[str, list[Announcement]] = defaultdict(list)
 
     def announced(self, process: str, body: dict[str, Any]) -> None:
         """A ``committing`` message."""
@@ -49,13 +52,22 @@ class UnreportedCommits:
             )
         )  # fmt: skip
 
-    def reported(self, process: str, seq: int) -> None:
-        """A stats report accounts for every transaction up to ``seq``."""
+    def reported(self, process: str, seq: int, unsure: list[int] | None = None) -> None:
+        """A stats report accounts for every transaction up to ``seq`` but those ``unsure``."""
+        unsure_seqs = set(unsure or ())
+        covered = [a for a in self._pending[process] if a.seq <= seq]
+        self._unsure[process] += [a for a in covered if a.seq in unsure_seqs]
         self._pending[process] = [a for a in self._pending[process] if a.seq > seq]
 
     def take(self, process: str) -> list[Announcement]:
-        """The process is gone: its unaccounted transactions, forgotten here."""
-        return self._pending.pop(process, [])
+        """The process is gone: all its transactions of unknown fate, forgotten here."""
+        return self._unsure.pop(process, []) + self._pending.pop(process, [])
+
+    def take_unsure(self) -> dict[str, list[Announcement]]:
+        """Every process's unsure transactions, forgotten here."""
+        unsure = {process: found for process, found in self._unsure.items() if found}
+        self._unsure.clear()
+        return unsure
 
 
 def committed(

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from rrlab.config import RunConfig
 from rrlab.exceptions import RunError
-from rrlab.runner.commits import UnreportedCommits, as_producer_row, committed
+from rrlab.runner.commits import Announcement, UnreportedCommits, as_producer_row, committed
 from rrlab.runner.infrastructure import Infrastructure
 from rrlab.runner.ipc import ControlServer
 from rrlab.runner.metrics import Recorder, percentiles
@@ -207,7 +207,7 @@ class Orchestrator:
             deadline = time.monotonic() + DISCONNECT_TIMEOUT_S
             while name not in self._disconnected and time.monotonic() < deadline:
                 self._pump(0.05)
-        self._count_unreported(name)
+        self._count_from_postgres(name, self.unreported.take(name), "died")
         self._ready.discard(name)
         self._spawn_producer(int(name.rpartition("-")[2]))
         self._await_ready([name])
@@ -216,18 +216,17 @@ class Orchestrator:
         elif self._producer_command == "stopped":
             self._producer_done.add(name)  # a fresh producer has no phase to stop
 
-    def _count_unreported(self, name: str) -> None:
-        """Rows of transactions the dead producer announced after its last report, if
-        PostgreSQL committed them, become one more producer sample of their phase."""
-        announced = self.unreported.take(name)
+    def _count_from_postgres(self, name: str, announced: list[Announcement], why: str) -> None:
+        """Rows of a producer's transactions no report counted (it died, or their COMMIT
+        raised), if PostgreSQL committed them, become one more producer sample."""
         if not announced:
             return
         with psycopg.connect(self.infra.database.url, autocommit=True) as conn:
             landed = committed(conn, announced)
         log.warning(
-            "%s: %d transaction(s) announced after its last report, %d committed "
+            "%s %s: of %d transaction(s) its reports did not count, %d committed "
             "(%d rows, counted from PostgreSQL)",
-            name, len(announced), len(landed), sum(a.rows for a in landed),
+            name, why, len(announced), len(landed), sum(a.rows for a in landed),
         )  # fmt: skip
         t = time.time() - self.started
         for phase in dict.fromkeys(a.phase for a in landed):
@@ -251,6 +250,7 @@ class Orchestrator:
             self.server.send(producer, self._producer_command)
         load_started = time.monotonic()
         self.chaos.start(load_started)
+        self.producer_chaos.start(load_started)
         # text bars (not tqdm.auto's widgets): they update in place in a terminal and in
         # JupyterLab alike, and an executed notebook exports to HTML without widget scripts
         bar = tqdm(
@@ -276,6 +276,8 @@ class Orchestrator:
         catch_up_started = time.monotonic()
         self._await_catch_up()
         phase["catch_up_s"] = round(time.monotonic() - catch_up_started, 3)
+        for producer, unsure in self.unreported.take_unsure().items():
+            self._count_from_postgres(producer, unsure, "had a COMMIT fail")
         phase["consume_s"] = time.monotonic() - load_started
         phase["ended_at"] = datetime.now(UTC).isoformat()
         self._await_consumer_report()
@@ -393,7 +395,7 @@ class Orchestrator:
             self._consumer_reported = self._consumer_reported or bool(body.get("requested"))
         elif kind == "stats":
             self._record_producer(sender, t, body)
-            self.unreported.reported(sender, int(body.get("seq", 0)))
+            self.unreported.reported(sender, int(body.get("seq", 0)), body.get("unsure"))
         elif kind == "log":
             log.log(body.get("level", logging.INFO), "%s: %s", sender, body.get("message"))
         if kind == "stats" and "pid" in body:
