@@ -32,6 +32,17 @@ def test_kills_are_due_on_load_time_only() -> None:
     assert all(0.5 <= (t if t < 1000 else t - 1000 + 5) <= 9.6 for t in kills)
 
 
+def test_the_runner_can_wake_exactly_when_a_kill_is_due() -> None:
+    schedule = ChaosSchedule(count=2, load_s=10.0, seed=4)
+    schedule.start(0.0)
+    first = schedule.wait_s(0.0)
+    assert 0.5 <= first <= 9.5 and not schedule.due(first - 1e-6) and schedule.due(first)
+    second = schedule.wait_s(first)
+    schedule.start(100.0)  # a pause between phases does not count
+    assert schedule.wait_s(100.0) == pytest.approx(second)
+    assert schedule.due(100.0 + second) and schedule.wait_s(200.0) == float("inf")
+
+
 def test_no_kill_is_planned_by_default() -> None:
     schedule = ChaosSchedule(count=0, load_s=10.0, seed=None)
     schedule.start(0.0)

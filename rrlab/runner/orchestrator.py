@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import random
 import signal
@@ -262,7 +263,11 @@ class Orchestrator:
         )
         with bar:
             while (elapsed := time.monotonic() - load_started) < duration_s:
-                self._pump(min(0.5, duration_s - elapsed))
+                # wake for a kill on time: a fixed 0.5 s beat would land every kill at the
+                # same point of the children's once-a-second cycle, not at a random moment
+                now = time.monotonic()
+                kill_in = min(self.chaos.wait_s(now), self.producer_chaos.wait_s(now))
+                self._pump(min(0.5, duration_s - elapsed, kill_in))
                 self._inject_chaos()
                 self._check_children()
                 bar.n = min(round(time.monotonic() - load_started), round(duration_s))
@@ -453,7 +458,7 @@ def _within_budget(restarts: int, allowed: int, limit: str, child: ChildProcess)
             f"A {child.name.partition('-')[0]} died after {restarts} restarts already "
             f"({limit}): {description}"
         )
-    log.warning("Restarting %s", description)
+    log.warning("Restarting %s: %s", child.name, description)
 
 
 class ChaosSchedule:
@@ -474,6 +479,13 @@ class ChaosSchedule:
     def start(self, now: float) -> None:
         """A load phase starts: time since the previous call is not load time."""
         self._last = now
+
+    def wait_s(self, now: float) -> float:
+        """Load time from ``now`` until the next kill is due (inf when none is left)."""
+        if not self._offsets:
+            return math.inf
+        running = 0.0 if self._last is None else now - self._last
+        return max(0.0, self._offsets[0] - self._load_clock - running)
 
     def due(self, now: float) -> bool:
         """Advance the load clock to ``now``; True when a kill is due (once per kill)."""
