@@ -55,7 +55,6 @@ from rrlab.replication.pgoutput import (
 )
 from rrlab.replication.stream import ReplicationStream
 from rrlab.runner.ipc import ChildChannel
-from rrlab.service.allocator import limit_malloc_arenas
 from rrlab.service.events import lsn_to_int
 from rrlab.service.flusher import Flusher, FlushMetrics
 from rrlab.service.process_stats import ProcessStats
@@ -493,7 +492,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    limit_malloc_arenas()  # before any thread starts
     install_from_environment()  # line-profiler, when the runner asked for it
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
