@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,16 +100,28 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, list[psutil.Proce
         env={**os.environ},
         text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        names = " ".join(" ".join(p.cmdline()) for p in _descendants(runner.pid))
-        if "rrlab.service.consumer" in names and "rrlab.producer" in names:
-            break
-        time.sleep(0.2)
-    time.sleep(3)
-    children = _descendants(runner.pid)
-    assert len(children) >= 3  # consumer, producer, chdb endpoint
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            names = " ".join(_cmdlines(runner.pid))
+            if "rrlab.service.consumer" in names and "rrlab.producer" in names:
+                break
+            time.sleep(0.2)
+        time.sleep(3)
+        children = _descendants(runner.pid)
+        assert len(children) >= 3  # consumer, producer, chdb endpoint
+    except BaseException:
+        runner.kill()  # a failed start must not leave a 120 s run holding the database
+        raise
     return runner, children
+
+
+def _cmdlines(pid: int) -> list[str]:
+    lines = []
+    for process in _descendants(pid):
+        with contextlib.suppress(psutil.Error):  # a short-lived helper may exit meanwhile
+            lines.append(" ".join(process.cmdline()))
+    return lines
 
 
 @pytest.mark.slow
