@@ -96,6 +96,7 @@ class ProducerConfig:
     super_json_ratio: float = field(default=0.0, metadata=_limits(0.0, 1.0))
     error_rate: float = field(default=0.05, metadata=_limits(0.0, 1.0))
     retry_pause_s: float = field(default=1.0, metadata=_limits(0.0, 60))
+    max_restarts: int = field(default=3, metadata=_limits(0, 100))  # for all workers together
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,6 @@ READY_TIMEOUT_S = 60.0
 CATCH_UP_TIMEOUT_S = 120.0
 PAUSE_BETWEEN_PHASES_S = 1.0
 CONSUMER = "consumer"
-# Unexpected producer deaths survived per run (chaos kills come on top); a producer has no
-# restart setting of its own, and one that keeps dying is a bug to see, not to ride out.
-PRODUCER_MAX_RESTARTS = 3
 DISCONNECT_TIMEOUT_S = 10.0
 
 
@@ -189,8 +186,8 @@ class Orchestrator:
         """Restart a dead consumer or producer, each kind within its budget of restarts."""
         for name, child in list(self.producers.items()):
             if not child.alive():
-                allowed = PRODUCER_MAX_RESTARTS + self.producer_chaos.planned
-                limit = f"{PRODUCER_MAX_RESTARTS} plus the chaos kills, for all producers"
+                allowed = self.config.producer.max_restarts + self.producer_chaos.planned
+                limit = "producer.max_restarts plus the chaos kills, for all producers"
                 _within_budget(self.producer_restarts, allowed, limit, child)
                 self.producer_restarts += 1
                 self._restart_producer(name)
