@@ -105,6 +105,8 @@ def test_run_problems():
     found = f.run_problems({"status": "incomplete", "consumer_restarts": 2, "error": "SIGINT"})
     assert [x.check for x in found] == ["consumer_restarts", "incomplete"]
     assert "SIGINT" in found[1].message
+    found = f.run_problems({"status": "complete", "consumer_restarts": 0, "producer_restarts": 2})
+    assert [(x.check, "2 time(s)" in x.message) for x in found] == [("producer_restarts", True)]
 
 
 def test_run_findings_on_healthy_and_overloaded_runs(tmp_path):

@@ -182,18 +182,19 @@ def flush_problems(phases: pl.DataFrame) -> list[Finding]:
 
 
 def run_problems(metadata: dict[str, Any]) -> list[Finding]:
-    """Run-level trouble: consumer restarts, an incomplete run and its error."""
+    """Run-level trouble: consumer or producer restarts, an incomplete run and its error."""
     findings = []
-    restarts = metadata.get("consumer_restarts") or 0
-    if restarts:
-        findings.append(
-            Finding(
-                "warning",
-                "consumer_restarts",
-                None,
-                f"the consumer died and was restarted {restarts} time(s); see logs/consumer.log.",
-            )  # fmt: skip
-        )
+    for role, logs in (("consumer", "logs/consumer.log"), ("producer", "logs/producer-*.log")):
+        restarts = metadata.get(f"{role}_restarts") or 0
+        if restarts:
+            findings.append(
+                Finding(
+                    "warning",
+                    f"{role}_restarts",
+                    None,
+                    f"a {role} died and was restarted {restarts} time(s); see {logs}.",
+                )
+            )
     if metadata.get("status") != "complete":
         error = metadata.get("error") or "no error recorded"
         findings.append(Finding("warning", "incomplete", None, f"the run is incomplete: {error}."))
