@@ -169,3 +169,45 @@ def test_a_second_consumer_on_the_slot_names_the_one_holding_it(
         first.terminate()
         first.wait(timeout=60)
     assert first.returncode == 0
+
+
+def test_sigterm_while_waiting_for_clickhouse_exits_0(
+    tmp_path, profiling_db, chdb_endpoint, ch_database
+) -> None:
+    # unstopped, the wait for a paused ClickHouse ends after 40 s with exit 2 ("gives up")
+    with PausableTcpProxy("127.0.0.1", chdb_endpoint.port) as proxy:
+        proxy.pause()
+        url = f"http://127.0.0.1:{proxy.port}"
+        consumer, log = start_consumer(tmp_path, profiling_db, url, ch_database)
+        try:
+            wait_until(lambda: "ClickHouse is not answering yet" in log.read_text(), consumer, log)
+            consumer.terminate()
+            assert consumer.wait(timeout=120) == 0, log.read_text()
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+    assert "stopped while waiting for ClickHouse or the replication slot" in log.read_text()
+
+
+def test_sigterm_while_waiting_for_a_busy_slot_exits_0(
+    tmp_path, profiling_db, chdb_endpoint, ch_database
+) -> None:
+    # unstopped, the second consumer's slot wait ends with exit 2 (the slot is in use)
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    first, first_log = start_consumer(first_dir, profiling_db, chdb_endpoint.url, ch_database)
+    try:
+        wait_until(lambda: any(r["type"] == "ready" for r in reports(first_dir)), first, first_log)
+        second, second_log = start_consumer(
+            second_dir, profiling_db, chdb_endpoint.url, ch_database
+        )
+        wait_until(lambda: "cannot stream yet" in second_log.read_text(), second, second_log)
+        second.terminate()
+        assert second.wait(timeout=120) == 0, second_log.read_text()
+        assert "stopped while waiting" in second_log.read_text()
+        assert first.poll() is None
+    finally:
+        first.terminate()
+        first.wait(timeout=60)

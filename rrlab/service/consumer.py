@@ -93,6 +93,12 @@ def source_columns() -> frozenset[str]:
 
 
 SHUTDOWN_FLUSH_TIMEOUT_S = 8.0
+
+
+class StopRequested(Exception):
+    """Told to stop (signal or runner) while waiting for ClickHouse or the slot: exit 0."""
+
+
 GC_GEN0_THRESHOLD = 20_000
 
 
@@ -108,6 +114,8 @@ class Consumer:
         *,
         end_lsn: int | None = None,
         sink_events: SinkEvents | None = None,
+        stop_requested: threading.Event | None = None,
+        report_requested: threading.Event | None = None,
     ) -> None:
         self.config = config
         # like pg_recvlogical --endpos: stop (flush, acknowledge, exit) once the stream
@@ -118,8 +126,10 @@ class Consumer:
         self.sink_events = sink_events or SinkEvents()
         self.sink = RecordingSink(sink, self.sink_events)
         self.report = report
-        self.stop_requested = threading.Event()
-        self.report_requested = threading.Event()
+        # made before start-up by main(), so a stop during the waits for ClickHouse and
+        # for the slot is heard as well
+        self.stop_requested = stop_requested or threading.Event()
+        self.report_requested = report_requested or threading.Event()
         self._flushes: deque[FlushMetrics] = deque()  # appended by flush threads
         self.flusher = Flusher.from_config(
             self.sink, config.consumer, on_metrics=self._flushes.append
@@ -231,10 +241,13 @@ class Consumer:
                     status_interval_s=consumer.status_interval_s,
                 )
             except retry_on as exc:
-                if time.monotonic() > deadline or self.stop_requested.is_set():
+                if self.stop_requested.is_set():
+                    raise StopRequested from None
+                if time.monotonic() > deadline:
                     raise
                 log.info("cannot stream yet (%s); retrying", mask_text(str(exc)))
-                time.sleep(min(0.5 * 2**attempt, MAX_RESUME_DELAY_S))
+                if self.stop_requested.wait(min(0.5 * 2**attempt, MAX_RESUME_DELAY_S)):
+                    raise StopRequested from None
         raise AssertionError("unreachable")
 
     def _resume(self, stream: ReplicationStream, reason: BaseException) -> ReplicationStream:
@@ -393,7 +406,12 @@ def _flush_record(metrics: FlushMetrics) -> dict[str, Any]:
     }
 
 
-def _sink_for(config: RunConfig, events: SinkEvents, report: Callable[[dict], None]) -> Sink:
+def _sink_for(
+    config: RunConfig,
+    events: SinkEvents,
+    report: Callable[[dict], None],
+    stop: threading.Event,
+) -> Sink:
     if config.clickhouse.sink == "mock":
         return MockSink(config.consumer.mock_delay_ms)
     url = os.environ.get("RRLAB_CLICKHOUSE_URL") or os.environ.get("CLICKHOUSE_URL")
@@ -429,7 +447,7 @@ def _sink_for(config: RunConfig, events: SinkEvents, report: Callable[[dict], No
     policy = RetryPolicy(
         base_delay_ms=consumer.insert_base_delay_ms, max_delay_ms=consumer.insert_max_delay_ms
     )
-    client = wait_for_sink(connect, policy, events, report)
+    client = wait_for_sink(connect, policy, events, report, stop=stop)
     return ClickHouseSink(client, max_poison_strips=consumer.max_poison_strips_per_batch)
 
 
@@ -439,8 +457,8 @@ def wait_for_sink(
     events: SinkEvents,
     report: Callable[[dict], None],
     *,
+    stop: threading.Event,
     wait_s: float = SINK_WAIT_S,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> T:
     """``connect(time_left_s)`` until ClickHouse answers, waiting as insert retries do.
 
@@ -473,7 +491,8 @@ def wait_for_sink(
             )
             log.warning("%s", message)
             report({"type": "log", "level": logging.WARNING, "message": message})
-            sleep(delay_s)
+            if stop.wait(delay_s):  # a signal or the runner said stop
+                raise StopRequested from None
             continue
         events.succeeded()
         return client
@@ -498,6 +517,12 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     channel = ChildChannel.from_environment()
+    stop, report_requested = threading.Event(), threading.Event()
+    _install_signal_handlers(stop)
+    if channel is not None:
+        threading.Thread(
+            target=_follow_commands, args=(channel, stop, report_requested), daemon=True
+        ).start()
     try:
         config = load_child_config(args.config)
         if args.sink:
@@ -508,16 +533,21 @@ def main(argv: list[str] | None = None) -> int:
         report = _reporter(channel, args.stats_file)
         end_lsn = _parse_end_lsn(args.end_lsn) if args.end_lsn else None
         events = SinkEvents()
-        sink = _sink_for(config, events, report)
-        consumer = Consumer(config, database_url, sink, report, end_lsn=end_lsn, sink_events=events)
-    except RrlabError as exc:
-        print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
-        return 2
-    _install_signal_handlers(consumer)
-    if channel is not None:
-        threading.Thread(target=_follow_commands, args=(channel, consumer), daemon=True).start()
-    try:
+        sink = _sink_for(config, events, report, stop)
+        consumer = Consumer(
+            config,
+            database_url,
+            sink,
+            report,
+            end_lsn=end_lsn,
+            sink_events=events,
+            stop_requested=stop,
+            report_requested=report_requested,
+        )
         consumer.run()
+    except StopRequested:
+        log.info("stopped while waiting for ClickHouse or the replication slot")
+        return 0
     except RrlabError as exc:
         print(f"consumer: {mask_text(str(exc))}", file=sys.stderr)
         return 2
@@ -546,21 +576,23 @@ def _reporter(channel: ChildChannel | None, stats_file: str | None):
     return write
 
 
-def _follow_commands(channel: ChildChannel, consumer: Consumer) -> None:
+def _follow_commands(
+    channel: ChildChannel, stop: threading.Event, report_requested: threading.Event
+) -> None:
     while True:
         command = channel.next_command() or {}
         if command.get("cmd") == "report":
-            consumer.report_requested.set()
+            report_requested.set()
         elif command.get("cmd") == "shutdown":
-            consumer.stop_requested.set()
+            stop.set()
             return
 
 
-def _install_signal_handlers(consumer: Consumer) -> None:
+def _install_signal_handlers(stop: threading.Event) -> None:
     def on_signal(signum, frame):
-        if consumer.stop_requested.is_set():
+        if stop.is_set():
             os._exit(128 + signum)  # second signal: leave now, unflushed work stays unacknowledged
-        consumer.stop_requested.set()
+        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
