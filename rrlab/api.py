@@ -78,6 +78,8 @@ def resolve_config(
     base = config if isinstance(config, RunConfig) else load_config(config)
     resolved = base.with_overrides(flat)
     if throughput is not None or duration is not None:
+        _check_number("throughput", throughput, "records per second, e.g. 15000")
+        _check_number("duration", duration, "seconds per phase, e.g. 60")
         phases = _phases_from(resolved, throughput, duration, single=config is None)
         resolved = resolved.with_overrides({"phases": phases})
     return from_environment(resolved, dict(os.environ))
@@ -96,6 +98,16 @@ def parse_chaos(spec: str) -> dict[str, Any]:
             )
         settings[f"chaos.{key.replace('-', '_')}"] = value
     return settings
+
+
+def _check_number(name: str, value: Any, meaning: str) -> None:
+    """Name the option (``-t`` / ``-d``, the notebook's ``throughput`` / ``duration``) the user
+    set, rather than the phase field it is copied into."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ConfigError(
+            f"{name} must be a number of {meaning}; got {value!r} ({type(value).__name__}). "
+            f"With papermill, pass it unquoted: -p {name} {meaning.rpartition(' ')[2]}."
+        )
 
 
 def _phases_from(config: RunConfig, throughput, duration, single: bool) -> list[dict[str, Any]]:

@@ -287,4 +287,5 @@ def test_notebook_parameters_of_the_wrong_type(tmp_path: Path, name: str, value:
     # the cell's output is the one-paragraph message, not a traceback through rrlab's code
     assert failed.value.traceback == [f"ConfigError: {failed.value.evalue}"]
     assert "must be a number" in failed.value.evalue and repr(value) in failed.value.evalue
+    assert failed.value.evalue.startswith(f"{name} must be")  # the parameter the user set
     assert not (tmp_path / "results").exists()
