@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from rrlab.exceptions import PostgresError
 from rrlab.infra.ch_migrations import run_migrations
+from rrlab.infra.pg_setup import drop_slot, recreate_slot
 from rrlab.infra.postgres import connect
 from rrlab.producer.generator import RunGenerator
 from rrlab.producer.writer import RunPool, RunWriter, WriteMix
@@ -211,3 +213,24 @@ def test_sigterm_while_waiting_for_a_busy_slot_exits_0(
     finally:
         first.terminate()
         first.wait(timeout=60)
+
+
+def test_a_run_refuses_to_take_the_slot_of_a_running_consumer(
+    tmp_path, profiling_db, chdb_endpoint, ch_database
+) -> None:
+    consumer, log = start_consumer(tmp_path, profiling_db, chdb_endpoint.url, ch_database)
+    try:
+        wait_until(lambda: any(r["type"] == "ready" for r in reports(tmp_path)), consumer, log)
+        refused = pytest.raises(PostgresError, match=f"running consumer.*pid {consumer.pid}")
+        with connect(profiling_db.url) as conn, refused:
+            drop_slot(conn, profiling_db.slot_name)
+        assert consumer.poll() is None  # left alone
+        consumer.kill()  # a dead consumer's walsender is taken back
+        consumer.wait()
+        with connect(profiling_db.url) as conn:
+            assert drop_slot(conn, profiling_db.slot_name)
+            recreate_slot(conn, profiling_db.slot_name)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -21,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from rrlab.config import IDENTIFIER, RunConfig
 from rrlab.exceptions import ConfigError, PostgresError
 from rrlab.infra.embedded_postgres import pg_binary
-from rrlab.infra.postgres import CONNECT_TIMEOUT_S, connect
+from rrlab.infra.postgres import CONNECT_TIMEOUT_S, connect, consumer_application_name
 from rrlab.infra.taskrun_schema import TABLE, schema_ddl
 from rrlab.urls import PostgresUrl, mask_text, parse_postgres_url
 
@@ -141,17 +142,26 @@ def recreate_publication(conn: psycopg.Connection, publication: str) -> None:
 def drop_slot(conn: psycopg.Connection, slot: str) -> bool:
     """Drop ``slot`` if it exists, terminating a walsender that holds it; True if dropped.
 
-    ``conn`` must be in autocommit mode. A terminated walsender takes a moment to release
-    the slot, hence the retries.
+    A walsender left by a dead consumer (or a pg_recvlogical) is taken back; one serving a
+    consumer that is still running on this machine is refused with its name, since taking
+    its slot would silently end that consumer. ``conn`` must be in autocommit mode. A
+    terminated walsender takes a moment to release the slot, hence the retries.
     """
     identifier(slot, "consumer.slot_name")
-    query = "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s"
+    query = """SELECT s.active_pid, a.application_name FROM pg_replication_slots s
+               LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = %s"""
     for _attempt in range(SLOT_DROP_ATTEMPTS):
         row = conn.execute(query, (slot,)).fetchone()
         if row is None:
             return False
-        if row[0] is not None:
-            conn.execute("SELECT pg_terminate_backend(%s, 5000)", (row[0],))
+        walsender, name = row
+        if walsender is not None:
+            if _is_live_consumer(name or ""):
+                raise PostgresError(
+                    f"Replication slot {slot!r} is being read by a running consumer ({name}). "
+                    "Stop that consumer first, or choose another consumer.slot_name."
+                )
+            conn.execute("SELECT pg_terminate_backend(%s, 5000)", (walsender,))
         try:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
             return True
@@ -164,6 +174,20 @@ def drop_slot(conn: psycopg.Connection, slot: str) -> bool:
         "terminate its walsender. Stop the process reading it (another rrlab run or "
         "pg_recvlogical), or choose another consumer.slot_name."
     )
+
+
+def _is_live_consumer(application_name: str) -> bool:
+    """Whether a walsender's application name is that of an rrlab consumer still running here."""
+    pid = application_name.removeprefix("rrlab consumer pid ").partition(" ")[0]
+    if not pid.isdigit() or application_name != consumer_application_name(int(pid)):
+        return False  # another tool, another machine, or a name truncated past the pid
+    try:
+        process = psutil.Process(int(pid))
+        return process.status() != psutil.STATUS_ZOMBIE and any(
+            "rrlab.service.consumer" in part for part in process.cmdline()
+        )
+    except psutil.Error:
+        return False  # it died; its walsender has not noticed yet
 
 
 def recreate_slot(conn: psycopg.Connection, slot: str) -> str:

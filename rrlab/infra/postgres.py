@@ -7,6 +7,8 @@ database, ``wal_level`` or privileges) becomes a :class:`PostgresError` (or
 
 from __future__ import annotations
 
+import socket
+
 import psycopg
 
 from rrlab.config import PostgresConfig
@@ -16,6 +18,13 @@ from rrlab.urls import PostgresUrl, mask_text, parse_postgres_url
 
 CONNECT_TIMEOUT_S = 10
 APPLICATION_NAME = "rrlab"
+
+
+def consumer_application_name(pid: int) -> str:
+    """What a consumer calls its replication connection: a slot's holder is then known by
+    name (PostgreSQL keeps 63 bytes of it)."""
+    return f"rrlab consumer pid {pid} on {socket.gethostname()}"[:63]
+
 
 _AUTH_FAILURES = (
     "password authentication failed",

@@ -21,7 +21,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import sys
 import threading
 import time
@@ -42,6 +41,7 @@ from rrlab.exceptions import (
     SinkError,
     SlotInUseError,
 )
+from rrlab.infra.postgres import consumer_application_name
 from rrlab.profiling.line_profile import install_from_environment
 from rrlab.replication.pgoutput import (
     UNCHANGED_TOAST,
@@ -381,8 +381,7 @@ def _named_connection(database_url: str) -> str:
             return database_url
     except psycopg.ProgrammingError:
         return database_url  # ReplicationStream reports the malformed URL
-    name = f"rrlab consumer pid {os.getpid()} on {socket.gethostname()}"
-    return make_conninfo(database_url, application_name=name[:63])
+    return make_conninfo(database_url, application_name=consumer_application_name(os.getpid()))
 
 
 def _tune_garbage_collector() -> None:
