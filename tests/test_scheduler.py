@@ -257,23 +257,3 @@ def test_close_flushes_what_is_pending(batch_size: int) -> None:
     assert sched.close(timeout=WAIT)
     assert len(flushed(flush)) == 10
     assert sched.ack_lsn == 100
-
-
-def test_flush_threads_are_reused_and_end_with_close() -> None:
-    threads: list[threading.Thread] = []
-
-    def flush(batch_id: int, events: list[ChangeEvent]) -> None:
-        threads.append(threading.current_thread())
-
-    sched = FlushScheduler(
-        flush, flush_batch_size=1, flush_interval_ms=600_000, max_flush_concurrency=4
-    )
-    sched.start()
-    for lsn in range(10, 110, 10):  # one flush at a time: a single worker does them all
-        sched.add_transaction(txn(lsn, ("insert", f"run_{lsn}")))
-        assert sched.wait_idle(WAIT)
-    assert len(threads) == 10 and len(set(threads)) == 1
-    assert threads[0].daemon  # a flush stuck on a stalled sink cannot hold the process
-    assert sched.close(timeout=WAIT)
-    threads[0].join(WAIT)
-    assert not threads[0].is_alive()

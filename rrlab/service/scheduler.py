@@ -17,7 +17,6 @@ so memory stays bounded and PostgreSQL holds the rest of the stream.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 
@@ -64,10 +63,6 @@ class FlushScheduler:
         self._in_flight = 0
         self._timer_due = False
         self._acks = AckTracker(start_lsn)
-        # flush workers: daemon threads fed by a queue, started as concurrency needs them
-        self._tasks: queue.SimpleQueue[tuple[int, list[ChangeEvent]] | None] = queue.SimpleQueue()
-        self._idle_workers = 0
-        self._closed = False
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="flush-timer", daemon=True)
         self.skipped_without_run_id = 0
@@ -138,11 +133,7 @@ class FlushScheduler:
         self._stop.set()
         if self._timer.is_alive():
             self._timer.join()
-        idle = self.wait_idle(timeout)
-        with self._lock:
-            self._closed = True
-            self._retire_idle_workers()
-        return idle
+        return self.wait_idle(timeout)
 
     # --- internals (called with the lock held) --------------------------------------
 
@@ -171,22 +162,12 @@ class FlushScheduler:
         self._timer_due = False
         self._in_flight += 1
         self.flushes_started += 1
-        if self._idle_workers:
-            self._idle_workers -= 1
-            self._tasks.put((batch_id, events))
-            return
-        # Daemon threads (at most max_flush_concurrency, reused: starting a thread per flush
-        # cost ~3.5 µs of CPU per row): one stuck on a stalled sink must not hold the process
-        # after close() gave up on it; its batch stays unacknowledged, and PostgreSQL re-sends
-        # it to the next consumer.
+        # a daemon thread per flush (at most max_flush_concurrency): one stuck on a stalled
+        # sink must not hold the process after close() gave up on it; its batch is then
+        # unacknowledged, and PostgreSQL re-sends it to the next consumer
         threading.Thread(
-            target=self._work, args=(batch_id, events), name="flush", daemon=True
+            target=self._run_flush, args=(batch_id, events), name=f"flush-{batch_id}", daemon=True
         ).start()
-
-    def _retire_idle_workers(self) -> None:
-        while self._idle_workers:
-            self._idle_workers -= 1
-            self._tasks.put(None)
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -194,12 +175,6 @@ class FlushScheduler:
                 if self._pending:
                     self._timer_due = True
                     self._start_flush_if_possible()
-
-    def _work(self, batch_id: int, events: list[ChangeEvent]) -> None:
-        task: tuple[int, list[ChangeEvent]] | None = (batch_id, events)
-        while task is not None:
-            self._run_flush(*task)
-            task = self._tasks.get()
 
     def _run_flush(self, batch_id: int, events: list[ChangeEvent]) -> None:
         error: BaseException | None = None
@@ -209,14 +184,11 @@ class FlushScheduler:
             error = exc
         with self._lock:
             self._in_flight -= 1
-            self._idle_workers += 1  # this thread, back to the queue next
             self._acks.batch_done(batch_id, ok=error is None)
             if error is not None:
                 self.flushes_failed += 1
             if self._timer_due or len(self._pending) >= self._batch_size:
                 self._start_flush_if_possible()
-            if self._closed:
-                self._retire_idle_workers()
             self._changed.notify_all()
         if error is not None:
             log.error(
