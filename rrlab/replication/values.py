@@ -21,6 +21,7 @@ from psycopg.pq import Format
 from psycopg.types.datetime import TimestampLoader
 
 from rrlab.exceptions import ReplicationError
+from rrlab.service.json_values import ORJSON_FLOAT_INTS, ORJSON_MAX_DEPTH
 
 TEXT_OID = 25
 JSON_OID = 114
@@ -86,12 +87,6 @@ def _utc_timestamp_loader() -> type[Loader]:
     return _NaiveAsUtcTimestampLoader
 
 
-# orjson reads integer literals beyond 64 bits as integral floats (the stdlib keeps them exact)
-_ORJSON_FLOAT_INTS = 2.0**63
-# deeper documents go to json.loads, whose RecursionError decides them as before
-_ORJSON_MAX_DEPTH = 200
-
-
 class _JsonLoader(Loader):
     """``json``/``jsonb`` text parsed by orjson (~5× ``json.loads``, psycopg's default), with
     ``json.loads`` deciding every document orjson refuses (invalid UTF-8, lone surrogate
@@ -109,10 +104,10 @@ class _JsonLoader(Loader):
 def _orjson_reads_alike(value: Any, depth: int) -> bool:
     kind = type(value)
     if kind is float:
-        return not (value.is_integer() and abs(value) >= _ORJSON_FLOAT_INTS)
+        return not (value.is_integer() and abs(value) >= ORJSON_FLOAT_INTS)
     if kind is not dict and kind is not list:
         return True
-    if depth >= _ORJSON_MAX_DEPTH:
+    if depth >= ORJSON_MAX_DEPTH:
         return False
     for item in value.values() if kind is dict else value:
         kind = type(item)

@@ -81,10 +81,12 @@ def _js_float(literal: str) -> int | float | None:
 
 
 _JSON_DECODER = json.JSONDecoder(parse_float=_js_float, parse_constant=_reject_constant)
-# orjson reads integer literals beyond 64 bits as (integral) floats; the stdlib keeps them exact
-_ORJSON_FLOAT_INTS = 2.0**63
-# deeper documents go to the stdlib decoder, whose RecursionError decides them as before
-_FAST_PARSE_MAX_DEPTH = 200
+# Where orjson may read a document differently from the stdlib (also used by the decoder's
+# json/jsonb loader): integer literals beyond 64 bits come back as integral floats (the
+# stdlib keeps them exact), and deeper documents are left to the stdlib, whose RecursionError
+# decides them as before.
+ORJSON_FLOAT_INTS = 2.0**63
+ORJSON_MAX_DEPTH = 200
 
 
 class _StdlibOnly(Exception):
@@ -112,7 +114,7 @@ def _js_numbers(value: Any, depth: int) -> Any:
         return _js_float_value(value)
     if kind is not dict and kind is not list:
         return value
-    if depth >= _FAST_PARSE_MAX_DEPTH:
+    if depth >= ORJSON_MAX_DEPTH:
         raise _StdlibOnly
     has_floats = False
     for item in value.values() if kind is dict else value:
@@ -132,7 +134,7 @@ def _js_float_value(number: float) -> int | float:
     if number.is_integer():
         if -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
             return int(number)
-        if abs(number) >= _ORJSON_FLOAT_INTS:
+        if abs(number) >= ORJSON_FLOAT_INTS:
             raise _StdlibOnly  # perhaps an integer literal, which the stdlib keeps exact
     return number
 
