@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import random
 import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -150,15 +152,31 @@ def test_a_second_signal_exits_at_once_without_acknowledging(stuck_consumer, pro
     assert confirmed_lsn(profiling_db) < target
 
 
+@contextmanager
+def streaming_consumer(
+    directory: Path, profiling_db, clickhouse_url: str, database: str
+) -> Iterator[subprocess.Popen]:
+    """A consumer that holds the slot (it reported ready); stopped with SIGTERM afterwards
+    unless the test ended it itself."""
+    directory.mkdir(exist_ok=True)
+    consumer, log = start_consumer(directory, profiling_db, clickhouse_url, database)
+    try:
+        wait_until(lambda: any(r["type"] == "ready" for r in reports(directory)), consumer, log)
+        yield consumer
+    finally:
+        if consumer.poll() is None:
+            consumer.terminate()
+            consumer.wait(timeout=60)
+
+
 def test_a_second_consumer_on_the_slot_names_the_one_holding_it(
     tmp_path, profiling_db, chdb_endpoint, ch_database
 ) -> None:
-    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
-    first_dir.mkdir()
+    second_dir = tmp_path / "second"
     second_dir.mkdir()
-    first, first_log = start_consumer(first_dir, profiling_db, chdb_endpoint.url, ch_database)
-    try:
-        wait_until(lambda: any(r["type"] == "ready" for r in reports(first_dir)), first, first_log)
+    with streaming_consumer(
+        tmp_path / "first", profiling_db, chdb_endpoint.url, ch_database
+    ) as first:
         second, second_log = start_consumer(
             second_dir, profiling_db, chdb_endpoint.url, ch_database
         )
@@ -167,9 +185,6 @@ def test_a_second_consumer_on_the_slot_names_the_one_holding_it(
         assert f"rrlab consumer pid {first.pid}" in message, message
         assert "Only one consumer may read a slot" in message and "Traceback" not in message
         assert first.poll() is None
-    finally:
-        first.terminate()
-        first.wait(timeout=60)
     assert first.returncode == 0
 
 
@@ -196,12 +211,11 @@ def test_sigterm_while_waiting_for_a_busy_slot_exits_0(
     tmp_path, profiling_db, chdb_endpoint, ch_database
 ) -> None:
     # unstopped, the second consumer's slot wait ends with exit 2 (the slot is in use)
-    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
-    first_dir.mkdir()
+    second_dir = tmp_path / "second"
     second_dir.mkdir()
-    first, first_log = start_consumer(first_dir, profiling_db, chdb_endpoint.url, ch_database)
-    try:
-        wait_until(lambda: any(r["type"] == "ready" for r in reports(first_dir)), first, first_log)
+    with streaming_consumer(
+        tmp_path / "first", profiling_db, chdb_endpoint.url, ch_database
+    ) as first:
         second, second_log = start_consumer(
             second_dir, profiling_db, chdb_endpoint.url, ch_database
         )
@@ -210,17 +224,12 @@ def test_sigterm_while_waiting_for_a_busy_slot_exits_0(
         assert second.wait(timeout=120) == 0, second_log.read_text()
         assert "stopped while waiting" in second_log.read_text()
         assert first.poll() is None
-    finally:
-        first.terminate()
-        first.wait(timeout=60)
 
 
 def test_a_run_refuses_to_take_the_slot_of_a_running_consumer(
     tmp_path, profiling_db, chdb_endpoint, ch_database
 ) -> None:
-    consumer, log = start_consumer(tmp_path, profiling_db, chdb_endpoint.url, ch_database)
-    try:
-        wait_until(lambda: any(r["type"] == "ready" for r in reports(tmp_path)), consumer, log)
+    with streaming_consumer(tmp_path, profiling_db, chdb_endpoint.url, ch_database) as consumer:
         refused = pytest.raises(PostgresError, match=f"running consumer.*pid {consumer.pid}")
         with connect(profiling_db.url) as conn, refused:
             drop_slot(conn, profiling_db.slot_name)
@@ -230,7 +239,3 @@ def test_a_run_refuses_to_take_the_slot_of_a_running_consumer(
         with connect(profiling_db.url) as conn:
             assert drop_slot(conn, profiling_db.slot_name)
             recreate_slot(conn, profiling_db.slot_name)
-    finally:
-        if consumer.poll() is None:
-            consumer.kill()
-            consumer.wait()
