@@ -1,5 +1,10 @@
-"""Build of rrlab's one C extension (the pgoutput tuple walker); the rest is in pyproject.toml."""
+"""Build of rrlab's C extensions (pgoutput tuple walker, JSON value walks); the rest: pyproject."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("rrlab.replication._tuples", ["rrlab/replication/_tuples.c"])])
+setup(
+    ext_modules=[
+        Extension("rrlab.replication._tuples", ["rrlab/replication/_tuples.c"]),
+        Extension("rrlab.service._json_walk", ["rrlab/service/_json_walk.c"]),
+    ]
+)

@@ -23,6 +23,8 @@ from typing import Any
 
 import orjson
 
+from rrlab.service._json_walk import StdlibOnly, js_numbers
+
 APPLICATION_JSON = "application/json"
 SUPER_JSON = "application/super+json"
 
@@ -89,10 +91,6 @@ ORJSON_FLOAT_INTS = 2.0**63
 ORJSON_MAX_DEPTH = 200
 
 
-class _StdlibOnly(Exception):
-    """orjson's value may differ from the stdlib decoder's: decode with the stdlib."""
-
-
 def parse_json(text: str) -> Any:
     """JSON.parse: NaN/Infinity literals rejected, numbers as JavaScript serializes them.
 
@@ -102,41 +100,16 @@ def parse_json(text: str) -> Any:
     the result, or the error, is the stdlib's.
     """
     try:
-        return _js_numbers(orjson.loads(text), 0)
-    except (orjson.JSONDecodeError, _StdlibOnly):
+        # js_numbers (C) rewrites, in place, each float of the document's dicts and lists
+        # (and a float document) as _js_float does: integral ones within ±2**53 become int.
+        # It raises StdlibOnly for an integral float of abs >= ORJSON_FLOAT_INTS (perhaps
+        # an integer literal, which the stdlib keeps exact) and for a dict or list nested
+        # ORJSON_MAX_DEPTH levels deep (the document being level 0).
+        return js_numbers(
+            orjson.loads(text), ORJSON_MAX_DEPTH, _MAX_SAFE_INTEGER, ORJSON_FLOAT_INTS
+        )
+    except (orjson.JSONDecodeError, StdlibOnly):
         return _JSON_DECODER.decode(text)
-
-
-def _js_numbers(value: Any, depth: int) -> Any:
-    """``value`` (fresh from orjson, changed in place) with floats as :func:`_js_float`."""
-    kind = type(value)
-    if kind is float:
-        return _js_float_value(value)
-    if kind is not dict and kind is not list:
-        return value
-    if depth >= ORJSON_MAX_DEPTH:
-        raise _StdlibOnly
-    has_floats = False
-    for item in value.values() if kind is dict else value:
-        kind_of_item = type(item)
-        if kind_of_item is float:
-            has_floats = True
-        elif kind_of_item is dict or kind_of_item is list:
-            _js_numbers(item, depth + 1)
-    if has_floats:  # rare in documents: only then rewrite (same keys, so in place)
-        for key, item in value.items() if kind is dict else enumerate(value):
-            if type(item) is float:
-                value[key] = _js_float_value(item)
-    return value
-
-
-def _js_float_value(number: float) -> int | float:
-    if number.is_integer():
-        if -_MAX_SAFE_INTEGER <= number <= _MAX_SAFE_INTEGER:
-            return int(number)
-        if abs(number) >= ORJSON_FLOAT_INTS:
-            raise _StdlibOnly  # perhaps an integer literal, which the stdlib keeps exact
-    return number
 
 
 # --- JavaScript value semantics shared by the transform and the fingerprint ----------------

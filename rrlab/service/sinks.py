@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from rrlab.exceptions import SinkError
+from rrlab.service._json_walk import is_plain
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +56,12 @@ _INT_MIN, _UINT_MAX = -(1 << 63), (1 << 64) - 1
 # rows are built by the transform and never circular: skipping the check is ~5% faster
 _encode_row = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _fast_encode_row = orjson.dumps
-_PLAIN_LEAVES = frozenset({str, int, bool, type(None)})
 
 
 def encode_rows(rows: Sequence[Row]) -> bytes:
     """The JSONCompactEachRow body of ``rows``.
 
-    A row of plain JSON values (:func:`_is_plain`) is written by orjson (~8× the stdlib
+    A row of plain JSON values (``is_plain``, below) is written by orjson (~8× the stdlib
     encoder), non-ASCII text as UTF-8; any other row by the stdlib encoder with
     ``ensure_ascii``, exactly as before: non-finite floats as ``NaN``/``Infinity`` (which
     ClickHouse rejects and recovery handles; orjson would write ``null``), lone surrogates
@@ -73,7 +72,10 @@ def encode_rows(rows: Sequence[Row]) -> bytes:
     # Appending each row as it is made, not joining a list: orjson's output buffers, all
     # alive at once, made glibc trim and re-fault the heap on every batch (8× slower).
     for row in rows:
-        body += _encode_plain_row(row) if _is_plain(row) else _encode_row(row).encode("ascii")
+        # Plain (is_plain, in C): only str/int/bool/None, finite floats, and dicts (their
+        # values)/lists/tuples of those, by exact type: what orjson writes like the stdlib
+        # encoder, bar the non-ASCII escapes. Rows nested deeper than orjson's limit are not.
+        body += _encode_plain_row(row) if is_plain(row) else _encode_row(row).encode("ascii")
         body += b"\n"
     del body[-1:]
     return bytes(body)
@@ -84,27 +86,6 @@ def _encode_plain_row(row: Row) -> bytes:
         return _fast_encode_row(row)
     except orjson.JSONEncodeError:  # a lone surrogate, an integer beyond 64 bits
         return _encode_row(row).encode("ascii")
-
-
-def _is_plain(values: Iterable[Any]) -> bool:
-    """Only str/int/bool/None, finite floats, and dicts/lists/tuples of those (exact types:
-    the ones orjson writes exactly like the stdlib encoder, bar the non-ASCII escapes)."""
-    for value in values:
-        kind = type(value)
-        if kind in _PLAIN_LEAVES:
-            continue
-        if kind is float:
-            if not math.isfinite(value):
-                return False
-        elif kind is dict:
-            if not _is_plain(value.values()):
-                return False
-        elif kind is list or kind is tuple:
-            if not _is_plain(value):
-                return False
-        else:
-            return False
-    return True
 
 
 @dataclass
