@@ -64,12 +64,18 @@ class FlakySink:
         self.calls = 0
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError(self.message)
-        return self.inner.insert(table, columns, rows, json_columns)
+        return self.inner.insert(table, columns, rows, json_columns, body=body)
 
     def close(self) -> None:
         self.inner.close()
@@ -81,10 +87,16 @@ class RecordingSink(MockSink):
         self.tables: dict[str, list[Row]] = {}
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
         self.tables.setdefault(table, []).extend(rows)
-        return super().insert(table, columns, rows, json_columns)
+        return super().insert(table, columns, rows, json_columns, body=body)
 
 
 def flusher(sink: Sink, metrics: list[FlushMetrics], **options: Any) -> Flusher:
@@ -178,7 +190,13 @@ class PoisoningSink:
         self.run_id = run_id
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
         run_index, output_index = columns.index("run_id"), columns.index(next(iter(json_columns)))
         poisoned = [
@@ -187,7 +205,7 @@ class PoisoningSink:
             else r
             for r in rows
         ]
-        return self.inner.insert(table, columns, poisoned, json_columns)
+        return self.inner.insert(table, columns, poisoned, json_columns)  # encoded afresh
 
     def close(self) -> None:
         self.inner.close()

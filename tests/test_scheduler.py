@@ -245,6 +245,60 @@ def test_a_failed_flush_stops_acknowledgement_and_is_reported() -> None:
     assert failures == [1]
 
 
+def test_prepare_runs_in_the_draining_thread_and_flush_gets_its_result() -> None:
+    """The CPU step runs in the receive loop's thread, only the insert in the flush thread."""
+    seen: dict[str, Any] = {}
+
+    def prepare(batch_id: int, events: list[ChangeEvent]) -> tuple[str, ...]:
+        seen["prepare_thread"] = threading.current_thread()
+        return tuple(e.run["id"] for e in events)
+
+    def flush(batch_id: int, prepared: tuple[str, ...]) -> None:
+        seen["flush_thread"], seen["prepared"] = threading.current_thread(), prepared
+
+    sched = FlushScheduler(
+        flush, prepare=prepare, flush_batch_size=2, flush_interval_ms=600_000,
+        max_flush_concurrency=2,
+    )  # fmt: skip
+    sched.start()
+    sched.add_transaction(txn(10, ("insert", "run_a"), ("insert", "run_b")))
+    assert sched.close(timeout=WAIT)
+    assert seen["prepare_thread"] is threading.current_thread()
+    assert seen["flush_thread"] is not threading.current_thread()
+    assert seen["prepared"] == ("run_a", "run_b")
+    assert sched.ack_lsn == 10
+
+
+def test_a_batch_that_fails_to_prepare_fails_like_a_flush() -> None:
+    """A prepare error (a transform bug) must neither escape into the receive loop nor let
+    the batch be acknowledged, and must free its flush slot."""
+    failures: list[tuple[int, str]] = []
+    flushes: list[int] = []
+
+    def prepare(batch_id: int, events: list[ChangeEvent]) -> list[ChangeEvent]:
+        if any(e.run["id"] == "run_bad" for e in events):
+            raise ValueError("cannot build a row")
+        return events
+
+    sched = FlushScheduler(
+        lambda batch_id, prepared: flushes.append(batch_id),
+        prepare=prepare,
+        flush_batch_size=1,
+        flush_interval_ms=600_000,
+        max_flush_concurrency=1,
+        on_flush_failed=lambda batch_id, exc: failures.append((batch_id, str(exc))),
+    )
+    sched.start()
+    sched.add_transaction(txn(10, ("insert", "run_bad")))
+    sched.add_transaction(txn(20, ("insert", "run_ok")))
+    assert sched.close(timeout=WAIT)
+    assert failures == [(1, "cannot build a row")]
+    assert flushes == [2]
+    assert sched.in_flight == 0 and sched.stalled and sched.flushes_failed == 1
+    sched.note_position(99)
+    assert sched.ack_lsn == 0
+
+
 @pytest.mark.parametrize("batch_size", [1, 4])
 def test_close_flushes_what_is_pending(batch_size: int) -> None:
     flush = GatedFlush()

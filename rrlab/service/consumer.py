@@ -154,7 +154,8 @@ class Consumer:
     def _new_scheduler(self, start_lsn: int) -> FlushScheduler:
         consumer = self.config.consumer
         return FlushScheduler(
-            self.flusher,
+            self.flusher.send,
+            prepare=self.flusher.prepare,
             flush_batch_size=consumer.flush_batch_size,
             flush_interval_ms=consumer.flush_interval_ms,
             max_flush_concurrency=consumer.max_flush_concurrency,

@@ -1,8 +1,9 @@
 """Turn one drained batch into ClickHouse rows and insert them with retry, reporting metrics.
 
-A :class:`Flusher` is the scheduler's flush function: it filters events the upstream drops,
-builds task_runs_v2 rows (and raw_task_runs_payload_v1 rows for inserts), sorts them by the
-tables' keys, and inserts task rows, then payload rows, each with the retry policy.
+A :class:`Flusher` gives the scheduler its two flush steps. :meth:`Flusher.prepare` (CPU)
+filters events the upstream drops, builds task_runs_v2 rows (and raw_task_runs_payload_v1
+rows for inserts), sorts them by the tables' keys and encodes them; :meth:`Flusher.send`
+(I/O, in a flush thread) inserts task rows, then payload rows, each with the retry policy.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import csv
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -20,7 +21,7 @@ from rrlab.config import ConsumerConfig
 from rrlab.service import transform
 from rrlab.service.events import ChangeEvent
 from rrlab.service.retry import RetryPolicy, with_retry
-from rrlab.service.sinks import InsertResult, Sink
+from rrlab.service.sinks import InsertResult, Sink, encode_rows
 
 TASK_RUNS_TABLE = "task_runs_v2"
 PAYLOAD_TABLE = "raw_task_runs_payload_v1"
@@ -53,8 +54,28 @@ class FlushMetrics:
     ok: bool = False
 
 
+@dataclass
+class PreparedRows:
+    """One table's rows of a batch, with their encoding (made before the flush thread)."""
+
+    table: str
+    columns: tuple[str, ...]
+    rows: list[list[Any]]
+    body: bytes
+
+
+@dataclass
+class PreparedFlush:
+    """What :meth:`Flusher.prepare` made of a batch, for :meth:`Flusher.send` to insert."""
+
+    metrics: FlushMetrics
+    started: float
+    inserts: list[PreparedRows]
+
+
 class Flusher:
-    """The flush function of :class:`~rrlab.service.scheduler.FlushScheduler`.
+    """The flush steps of :class:`~rrlab.service.scheduler.FlushScheduler` (``prepare``,
+    ``send``); calling it does both, as one flush.
 
     Thread-safe: it keeps no state between calls; ``on_metrics`` is called from flush threads.
     ``sleep`` and ``jitter`` are injectable so tests never wait for backoff.
@@ -100,6 +121,10 @@ class Flusher:
         )
 
     def __call__(self, batch_id: int, events: list[ChangeEvent]) -> None:
+        self.send(batch_id, self.prepare(batch_id, events))
+
+    def prepare(self, batch_id: int, events: list[ChangeEvent]) -> PreparedFlush:
+        """Build, sort and encode the batch's rows (pure CPU work, no I/O)."""
         metrics = FlushMetrics(batch_id=batch_id, batch_size=len(events))
         started = time.perf_counter()
         try:
@@ -116,19 +141,35 @@ class Flusher:
             )
             transform.sort_payload_rows(payload_rows)
             metrics.task_rows, metrics.payload_rows = len(task_rows), len(payload_rows)
-            self._insert(TASK_RUNS_TABLE, transform.TASK_RUN_COLUMNS, task_rows, metrics)
-            self._insert(PAYLOAD_TABLE, transform.PAYLOAD_COLUMNS, payload_rows, metrics)
-            metrics.ok = True
-        finally:
-            metrics.duration_ms = (time.perf_counter() - started) * 1000
-            if self._on_metrics is not None:
-                self._on_metrics(metrics)
+            inserts = [
+                PreparedRows(table, columns, rows, encode_rows(rows))
+                for table, columns, rows in (
+                    (TASK_RUNS_TABLE, transform.TASK_RUN_COLUMNS, task_rows),
+                    (PAYLOAD_TABLE, transform.PAYLOAD_COLUMNS, payload_rows),
+                )
+                if rows
+            ]
+        except BaseException:
+            self._report(metrics, started)
+            raise
+        return PreparedFlush(metrics, started, inserts)
 
-    def _insert(
-        self, table: str, columns: Sequence[str], rows: list[list[Any]], metrics: FlushMetrics
-    ) -> None:
-        if not rows:
-            return
+    def send(self, batch_id: int, prepared: PreparedFlush) -> None:
+        """Insert the prepared rows, task rows first, each table with the retry policy."""
+        try:
+            for rows in prepared.inserts:
+                self._insert(rows, prepared.metrics)
+            prepared.metrics.ok = True
+        finally:
+            self._report(prepared.metrics, prepared.started)
+
+    def _report(self, metrics: FlushMetrics, started: float) -> None:
+        metrics.duration_ms = (time.perf_counter() - started) * 1000
+        if self._on_metrics is not None:
+            self._on_metrics(metrics)
+
+    def _insert(self, prepared: PreparedRows, metrics: FlushMetrics) -> None:
+        table, columns, rows = prepared.table, prepared.columns, prepared.rows
 
         def count_retry(attempt: int, error: BaseException) -> None:
             metrics.retries += 1
@@ -136,7 +177,9 @@ class Flusher:
 
         try:
             result = with_retry(
-                lambda: self._sink.insert(table, columns, rows, json_columns(table)),
+                lambda: self._sink.insert(
+                    table, columns, rows, json_columns(table), body=prepared.body
+                ),
                 self._retry,
                 what=f"insert of {len(rows)} rows into {table}",
                 on_retry=count_retry,

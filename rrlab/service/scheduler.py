@@ -6,6 +6,13 @@ when an add brings the map to ``flush_batch_size`` or more, or on a timer every
 ``flush_interval_ms`` when the map is not empty. At most ``max_flush_concurrency`` flushes
 run at once, each in a worker thread (flushes are I/O-bound HTTP inserts).
 
+A flush has two steps. ``prepare`` (building and encoding the rows: CPU work) runs in the
+thread that drains the batch, usually the receive loop, before the flush thread starts;
+only ``flush`` (the insert, with its retries) runs in the flush thread. Preparing in the
+flush threads made them fight the receive loop for the GIL: the same work cost ~25% more
+CPU (measured in BENCHMARKS.md). The upstream service, on one Node.js event loop, also does
+this work on the loop and only waits for the inserts concurrently.
+
 Back-pressure (a deliberate difference from upstream, whose p-limit queue of drained batches
 grows without bound): when every slot is busy a due flush is *not* drained; the events keep
 collecting in the pending map, where updates of the same run still collapse, and the map is
@@ -19,14 +26,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from rrlab.service.acks import AckTracker
 from rrlab.service.events import ChangeEvent, EventKind, Transaction
 
 log = logging.getLogger(__name__)
 
-FlushFunction = Callable[[int, list[ChangeEvent]], None]
-"""Writes one drained batch (batch id, events); raises when it failed every retry."""
+PrepareFunction = Callable[[int, list[ChangeEvent]], Any]
+"""Turns a drained batch (batch id, events) into what the flush function sends."""
+
+FlushFunction = Callable[[int, Any], None]
+"""Writes one prepared batch (batch id, what ``prepare`` made of it, by default its events);
+raises when it failed every retry."""
 
 BatchKey = tuple[EventKind, str]
 
@@ -34,14 +46,16 @@ BatchKey = tuple[EventKind, str]
 class FlushScheduler:
     """Dedup map, flush triggers, bounded flush threads and the :class:`AckTracker` behind them.
 
-    All public methods are thread-safe. ``flush`` runs in a worker thread.
-    ``on_flush_failed(batch_id, exc)`` is told about every batch that exhausted its retries.
+    All public methods are thread-safe. ``flush`` runs in a worker thread, ``prepare`` in
+    the thread that drained the batch (outside the lock). ``on_flush_failed(batch_id, exc)``
+    is told about every batch that exhausted its retries or failed to prepare.
     """
 
     def __init__(
         self,
         flush: FlushFunction,
         *,
+        prepare: PrepareFunction | None = None,
         flush_batch_size: int,
         flush_interval_ms: int,
         max_flush_concurrency: int,
@@ -50,6 +64,7 @@ class FlushScheduler:
         on_flush_failed: Callable[[int, BaseException], None] | None = None,
     ) -> None:
         self._flush = flush
+        self._prepare = prepare
         self._batch_size = flush_batch_size
         self._interval_s = flush_interval_ms / 1000
         self._slots = max_flush_concurrency
@@ -80,8 +95,9 @@ class FlushScheduler:
         with self._lock:
             self._add(transaction.events)
             self._acks.received(transaction.commit_end_lsn)
-            if len(self._pending) >= self._batch_size:
-                self._start_flush_if_possible()
+            batch = self._take_batch() if len(self._pending) >= self._batch_size else None
+        self._launch(batch)
+        with self._lock:
             while len(self._pending) >= self._max_pending and self._in_flight >= self._slots:
                 self.blocked_adds += 1
                 self._changed.wait()
@@ -117,13 +133,13 @@ class FlushScheduler:
         """Start a flush of whatever is pending as soon as a slot is free (e.g. at shutdown)."""
         with self._lock:
             self._timer_due = True
-            self._start_flush_if_possible()
+            batch = self._take_batch()
+        self._launch(batch)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Flush everything pending and wait until nothing is pending or in flight."""
+        self.flush_pending()
         with self._lock:
-            self._timer_due = True
-            self._start_flush_if_possible()
             return self._changed.wait_for(
                 lambda: not self._pending and not self._in_flight, timeout=timeout
             )
@@ -154,49 +170,75 @@ class FlushScheduler:
             elif event.version >= stored.version:
                 pending[key] = event
 
-    def _start_flush_if_possible(self) -> None:
+    def _take_batch(self) -> tuple[int, list[ChangeEvent]] | None:
+        """Drain the pending map into a batch if a flush slot is free (lock held)."""
         if not self._pending or self._in_flight >= self._slots:
-            return
+            return None
         batch_id, events = self._pending_batch, list(self._pending.values())
         self._pending = {}
         self._timer_due = False
         self._in_flight += 1
         self.flushes_started += 1
+        return batch_id, events
+
+    # --- outside the lock -------------------------------------------------------------
+
+    def _launch(self, batch: tuple[int, list[ChangeEvent]] | None) -> None:
+        """Prepare a taken batch here, then start its flush thread."""
+        if batch is None:
+            return
+        batch_id, events = batch
+        try:
+            prepared = events if self._prepare is None else self._prepare(batch_id, events)
+        except BaseException as exc:  # the batch is not in ClickHouse: fail it like a flush
+            self._flush_done(batch_id, len(events), exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
         # a daemon thread per flush (at most max_flush_concurrency): one stuck on a stalled
         # sink must not hold the process after close() gave up on it; its batch is then
         # unacknowledged, and PostgreSQL re-sends it to the next consumer
         threading.Thread(
-            target=self._run_flush, args=(batch_id, events), name=f"flush-{batch_id}", daemon=True
+            target=self._run_flush,
+            args=(batch_id, prepared, len(events)),
+            name=f"flush-{batch_id}",
+            daemon=True,
         ).start()
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval_s):
             with self._lock:
-                if self._pending:
-                    self._timer_due = True
-                    self._start_flush_if_possible()
+                if not self._pending:
+                    continue
+                self._timer_due = True
+                batch = self._take_batch()
+            self._launch(batch)
 
-    def _run_flush(self, batch_id: int, events: list[ChangeEvent]) -> None:
+    def _run_flush(self, batch_id: int, prepared: Any, size: int) -> None:
         error: BaseException | None = None
         try:
-            self._flush(batch_id, events)
+            self._flush(batch_id, prepared)
         except BaseException as exc:  # whatever went wrong, this batch is not in ClickHouse
             error = exc
+        self._flush_done(batch_id, size, error)
+
+    def _flush_done(self, batch_id: int, size: int, error: BaseException | None) -> None:
         with self._lock:
             self._in_flight -= 1
             self._acks.batch_done(batch_id, ok=error is None)
             if error is not None:
                 self.flushes_failed += 1
-            if self._timer_due or len(self._pending) >= self._batch_size:
-                self._start_flush_if_possible()
+            due = self._timer_due or len(self._pending) >= self._batch_size
+            batch = self._take_batch() if due else None
             self._changed.notify_all()
         if error is not None:
             log.error(
                 "flush of batch %d (%d events) failed every retry; acknowledgement is stopped "
                 "until a restart re-sends it: %s",
                 batch_id,
-                len(events),
+                size,
                 error,
             )
             if self._on_flush_failed is not None:
                 self._on_flush_failed(batch_id, error)
+        self._launch(batch)

@@ -63,11 +63,17 @@ class RecordingSink:
         self._events = events
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
         sent_at = time.time()
         try:
-            result = self._inner.insert(table, columns, rows, json_columns)
+            result = self._inner.insert(table, columns, rows, json_columns, body=body)
         except Exception:
             self._events.failed(INSERT_FAILED, sent_at)
             raise

@@ -107,10 +107,20 @@ class InsertResult:
 
 
 class Sink(Protocol):
-    """One insert attempt of rows into a table; raises when the attempt failed."""
+    """One insert attempt of rows into a table; raises when the attempt failed.
+
+    ``body``, when given, is ``encode_rows(rows)`` made ahead by the caller (off the I/O
+    thread); a sink that re-encodes (poison-row recovery) encodes ``rows`` afresh.
+    """
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult: ...
 
     def close(self) -> None: ...
@@ -141,9 +151,16 @@ class MockSink(SinkTotals):
         self._delay_s = delay_ms / 1000
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
-        body = encode_rows(rows)
+        if body is None:
+            body = encode_rows(rows)
         if self._delay_s:
             time.sleep(self._delay_s)
         return self.record(InsertResult(rows=len(rows), bytes=len(body)))
@@ -173,10 +190,16 @@ class ClickHouseSink(SinkTotals):
         self._settings = {**INSERT_SETTINGS, **(extra_settings or {})}
 
     def insert(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
     ) -> InsertResult:
         try:
-            return self.record(self._send(table, columns, rows, self._settings))
+            return self.record(self._send(table, columns, rows, self._settings, body))
         except Exception as exc:
             if JSON_PARSE_ERROR not in str(exc).lower():
                 raise
@@ -188,9 +211,15 @@ class ClickHouseSink(SinkTotals):
         self._client.close()
 
     def _send(
-        self, table: str, columns: Sequence[str], rows: Sequence[Row], settings: dict[str, Any]
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        settings: dict[str, Any],
+        body: bytes | None = None,
     ) -> InsertResult:
-        body = encode_rows(rows)
+        if body is None:
+            body = encode_rows(rows)
         summary = self._client.raw_insert(
             table, list(columns), body, settings=settings, fmt=INSERT_FORMAT
         )
