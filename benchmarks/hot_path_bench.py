@@ -14,6 +14,7 @@ the built ``_tuples`` extension) and from this tree, so the ratio comes from one
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -31,7 +32,7 @@ from rrlab.infra.pg_setup import setup_profiling_database
 from rrlab.replication.pgoutput import Begin, Commit, Insert, RelationCache, Update, decode_message
 from rrlab.replication.stream import ReplicationStream
 from rrlab.service import transform
-from rrlab.service.consumer import source_columns, tune_garbage_collector
+from rrlab.service.consumer import GC_GEN0_THRESHOLD, source_columns
 from rrlab.service.events import Transaction
 from rrlab.service.sinks import encode_rows
 from rrlab.service.transactions import TransactionAssembler
@@ -84,7 +85,8 @@ def replay(messages: list[bytes], batch_size: int) -> dict[str, float]:
         def note_position(self, lsn: int) -> None:
             pass
 
-    tune_garbage_collector()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
     relations = RelationCache(source_columns())
     receiver = Collect()
     assembler = TransactionAssembler(receiver, now_ms=lambda: 0.0)
