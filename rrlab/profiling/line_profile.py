@@ -38,12 +38,14 @@ CONSUMER_TARGETS = (
     "rrlab.service.transactions:TransactionAssembler.change",
     "rrlab.service.transactions:TransactionAssembler.commit",
     "rrlab.service.scheduler:FlushScheduler.add_transaction",
+    "rrlab.service.scheduler:FlushScheduler._arrived",
+    "rrlab.service.flusher:Flusher.build",
     "rrlab.service.scheduler:FlushScheduler._add",
     "rrlab.service.flusher:Flusher.prepare",
     "rrlab.service.flusher:Flusher.send",
     "rrlab.service.transform:task_run_row",
     "rrlab.service.transform:payload_row",
-    "rrlab.service.sinks:encode_rows",
+    "rrlab.service.sinks:encode_row",
 )
 PRODUCER_TARGETS = (
     "rrlab.producer.generator:RunGenerator.new_run",

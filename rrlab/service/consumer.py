@@ -155,6 +155,7 @@ class Consumer:
         consumer = self.config.consumer
         return FlushScheduler(
             self.flusher.send,
+            build=self.flusher.build,
             prepare=self.flusher.prepare,
             flush_batch_size=consumer.flush_batch_size,
             flush_interval_ms=consumer.flush_interval_ms,

@@ -1,9 +1,13 @@
-"""Turn one drained batch into ClickHouse rows and insert them with retry, reporting metrics.
+"""Turn changes into encoded ClickHouse rows and insert them in batches with retry.
 
-A :class:`Flusher` gives the scheduler its two flush steps. :meth:`Flusher.prepare` (CPU)
-filters events the upstream drops, builds task_runs_v2 rows (and raw_task_runs_payload_v1
-rows for inserts), sorts them by the tables' keys and encodes them; :meth:`Flusher.send`
-(I/O, in a flush thread) inserts task rows, then payload rows, each with the retry policy.
+A :class:`Flusher` gives the scheduler its three steps. :meth:`Flusher.build` runs as each
+change arrives: it drops events the upstream drops, and builds and encodes the change's
+task_runs_v2 row (and raw_task_runs_payload_v1 row for inserts), so the pending map keeps a
+few KB of bytes per change instead of the decoded run with its parsed JSON (which, alive in
+thousands until their flush, doubled the consumer's CPU per row at large batches).
+:meth:`Flusher.prepare` sorts a drained batch's rows by the tables' keys and joins them;
+:meth:`Flusher.send` (I/O, in a flush thread) inserts task rows, then payload rows, each
+with the retry policy.
 """
 
 from __future__ import annotations
@@ -15,13 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from operator import attrgetter
 from typing import Any
 
 from rrlab.config import ConsumerConfig
 from rrlab.service import transform
 from rrlab.service.events import ChangeEvent
 from rrlab.service.retry import RetryPolicy, with_retry
-from rrlab.service.sinks import InsertResult, Sink, encode_rows
+from rrlab.service.sinks import EncodedRows, InsertResult, Sink, encode_row
 
 TASK_RUNS_TABLE = "task_runs_v2"
 PAYLOAD_TABLE = "raw_task_runs_payload_v1"
@@ -54,14 +59,40 @@ class FlushMetrics:
     ok: bool = False
 
 
+@dataclass(slots=True)
+class EncodedEvent:
+    """What the pending map keeps of an insertable change: its encoded rows and sort key."""
+
+    sort_key: tuple[Any, ...]
+    """The task row's :data:`~rrlab.service.transform.task_sort_key`."""
+    task_row: bytes
+    payload_row: bytes | None
+    """None unless the change is an insert and payload inserts are on."""
+
+
+@dataclass(slots=True)
+class UnbuildableEvent:
+    """A change whose rows could not be built: its batch fails at flush time, as a batch
+    whose rows fail to build always did, rather than the receive loop."""
+
+    error: Exception
+
+
+NOT_INSERTABLE = None
+"""What the pending map keeps of a change the upstream drops: it still replaces an older
+change of its run and kind, and its flush counts it in ``dropped_events``."""
+
+PendingEntry = EncodedEvent | UnbuildableEvent | None
+"""What :meth:`Flusher.build` makes of a change."""
+
+
 @dataclass
 class PreparedRows:
-    """One table's rows of a batch, with their encoding (made before the flush thread)."""
+    """One table's rows of a batch, sorted and encoded (made before the flush thread)."""
 
     table: str
     columns: tuple[str, ...]
-    rows: list[list[Any]]
-    body: bytes
+    rows: EncodedRows
 
 
 @dataclass
@@ -121,28 +152,44 @@ class Flusher:
         )
 
     def __call__(self, batch_id: int, events: list[ChangeEvent]) -> None:
-        self.send(batch_id, self.prepare(batch_id, events))
+        self.send(batch_id, self.prepare(batch_id, [self.build(event) for event in events]))
 
-    def prepare(self, batch_id: int, events: list[ChangeEvent]) -> PreparedFlush:
-        """Build, sort and encode the batch's rows (pure CPU work, no I/O)."""
-        metrics = FlushMetrics(batch_id=batch_id, batch_size=len(events))
+    def build(self, event: ChangeEvent) -> PendingEntry:
+        """Build and encode the change's rows (pure CPU work, as the change arrives)."""
+        if not transform.is_insertable(event):
+            return NOT_INSERTABLE
+        try:
+            task_row = transform.task_run_row(event, fingerprinting=self._fingerprinting)
+            payload_row = (
+                encode_row(transform.payload_row(event))
+                if self._payload_inserts and event.kind == "insert"
+                else None
+            )
+            return EncodedEvent(
+                transform.task_sort_key(task_row), encode_row(task_row), payload_row
+            )
+        except Exception as exc:  # a transform bug or a run it cannot handle: fail the batch
+            return UnbuildableEvent(exc)
+
+    def prepare(self, batch_id: int, entries: list[PendingEntry]) -> PreparedFlush:
+        """Sort the batch's encoded rows by the tables' keys and join them (no I/O).
+
+        ``entries`` are :meth:`build`'s, in arrival order of their (kind, run id), which
+        breaks sort ties as the upstream's stable sort of its rows does.
+        """
+        metrics = FlushMetrics(batch_id=batch_id, batch_size=len(entries))
         started = time.perf_counter()
         try:
-            insertable = [event for event in events if transform.is_insertable(event)]
-            metrics.dropped_events = len(events) - len(insertable)
-            task_rows = [
-                transform.task_run_row(e, fingerprinting=self._fingerprinting) for e in insertable
-            ]
-            transform.sort_task_rows(task_rows)
-            payload_rows = (
-                [transform.payload_row(e) for e in insertable if e.kind == "insert"]
-                if self._payload_inserts
-                else []
-            )
-            transform.sort_payload_rows(payload_rows)
+            encoded = _insertable(entries)
+            metrics.dropped_events = len(entries) - len(encoded)
+            with_payload = [entry for entry in encoded if entry.payload_row is not None]
+            transform.sort_task_rows(encoded, key=_task_sort_key)
+            transform.sort_payload_rows(with_payload, key=_payload_sort_key)
+            task_rows = EncodedRows([entry.task_row for entry in encoded])
+            payload_rows = EncodedRows([entry.payload_row for entry in with_payload])
             metrics.task_rows, metrics.payload_rows = len(task_rows), len(payload_rows)
             inserts = [
-                PreparedRows(table, columns, rows, encode_rows(rows))
+                PreparedRows(table, columns, rows)
                 for table, columns, rows in (
                     (TASK_RUNS_TABLE, transform.TASK_RUN_COLUMNS, task_rows),
                     (PAYLOAD_TABLE, transform.PAYLOAD_COLUMNS, payload_rows),
@@ -178,7 +225,7 @@ class Flusher:
         try:
             result = with_retry(
                 lambda: self._sink.insert(
-                    table, columns, rows, json_columns(table), body=prepared.body
+                    table, columns, rows, json_columns(table), body=rows.body
                 ),
                 self._retry,
                 what=f"insert of {len(rows)} rows into {table}",
@@ -190,3 +237,21 @@ class Flusher:
             metrics.errors += 1
             raise
         metrics.inserted.add(result)
+
+
+def _insertable(entries: list[PendingEntry]) -> list[EncodedEvent]:
+    """The batch's encoded changes; raises the error of a change that could not be built."""
+    encoded = []
+    for entry in entries:
+        if type(entry) is EncodedEvent:
+            encoded.append(entry)
+        elif entry is not NOT_INSERTABLE:
+            raise entry.error
+    return encoded
+
+
+_task_sort_key = attrgetter("sort_key")
+
+
+def _payload_sort_key(entry: EncodedEvent) -> tuple[str]:
+    return entry.sort_key[transform.TASK_SORT_RUN_ID :]

@@ -1,12 +1,15 @@
 """The concurrent flush scheduler of the upstream service, with crash-safe acknowledgement.
 
 Pending events sit in a map keyed by (event kind, run id); an incoming event replaces the
-stored one when its ``_version`` is at least as new. A flush drains the whole map. It starts
+stored one when its ``_version`` is at least as new. The map keeps what ``build`` makes of
+an event (the consumer's: its encoded rows), made as its transaction arrives, outside the
+lock: a decoded event kept alive until its flush costs far more CPU than its few KB of
+bytes (measured in BENCHMARKS.md). A flush drains the whole map. It starts
 when an add brings the map to ``flush_batch_size`` or more, or on a timer every
 ``flush_interval_ms`` when the map is not empty. At most ``max_flush_concurrency`` flushes
 run at once, each in a worker thread (flushes are I/O-bound HTTP inserts).
 
-A flush has two steps. ``prepare`` (building and encoding the rows: CPU work) runs in the
+A flush has two steps. ``prepare`` (sorting and joining the rows: CPU work) runs in the
 thread that drains the batch, usually the receive loop, before the flush thread starts;
 only ``flush`` (the insert, with its retries) runs in the flush thread. Preparing in the
 flush threads made them fight the receive loop for the GIL: the same work cost ~25% more
@@ -33,12 +36,19 @@ from rrlab.service.events import ChangeEvent, EventKind, Transaction
 
 log = logging.getLogger(__name__)
 
-PrepareFunction = Callable[[int, list[ChangeEvent]], Any]
-"""Turns a drained batch (batch id, events) into what the flush function sends."""
+BuildFunction = Callable[[ChangeEvent], Any]
+"""Turns an arriving event into what the pending map keeps of it (by default, the event).
+It runs in the receive loop and must not raise: :meth:`Flusher.build
+<rrlab.service.flusher.Flusher.build>` keeps an error for ``prepare`` to raise, so the
+batch fails like a flush."""
+
+PrepareFunction = Callable[[int, list[Any]], Any]
+"""Turns a drained batch (batch id, what ``build`` made of its events) into what the flush
+function sends."""
 
 FlushFunction = Callable[[int, Any], None]
-"""Writes one prepared batch (batch id, what ``prepare`` made of it, by default its events);
-raises when it failed every retry."""
+"""Writes one prepared batch (batch id, what ``prepare`` made of it, by default what
+``build`` made of its events); raises when it failed every retry."""
 
 BatchKey = tuple[EventKind, str]
 
@@ -47,7 +57,8 @@ class FlushScheduler:
     """Dedup map, flush triggers, bounded flush threads and the :class:`AckTracker` behind them.
 
     All public methods are thread-safe. ``flush`` runs in a worker thread, ``prepare`` in
-    the thread that drained the batch (outside the lock). ``on_flush_failed(batch_id, exc)``
+    the thread that drained the batch and ``build`` in the one that adds the transaction
+    (both outside the lock). ``on_flush_failed(batch_id, exc)``
     is told about every batch that exhausted its retries or failed to prepare.
     """
 
@@ -55,6 +66,7 @@ class FlushScheduler:
         self,
         flush: FlushFunction,
         *,
+        build: BuildFunction | None = None,
         prepare: PrepareFunction | None = None,
         flush_batch_size: int,
         flush_interval_ms: int,
@@ -64,6 +76,7 @@ class FlushScheduler:
         on_flush_failed: Callable[[int, BaseException], None] | None = None,
     ) -> None:
         self._flush = flush
+        self._build = build
         self._prepare = prepare
         self._batch_size = flush_batch_size
         self._interval_s = flush_interval_ms / 1000
@@ -73,7 +86,7 @@ class FlushScheduler:
         self._on_flush_failed = on_flush_failed
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending: dict[BatchKey, ChangeEvent] = {}
+        self._pending: dict[BatchKey, tuple[int, Any]] = {}  # key → (version, built)
         self._pending_batch = 0
         self._in_flight = 0
         self._timer_due = False
@@ -92,8 +105,9 @@ class FlushScheduler:
 
     def add_transaction(self, transaction: Transaction) -> None:
         """Add a committed transaction's events, then record its end LSN as received."""
+        arrived = self._arrived(transaction.events)
         with self._lock:
-            self._add(transaction.events)
+            self._add(arrived)
             self._acks.received(transaction.commit_end_lsn)
             batch = self._take_batch() if len(self._pending) >= self._batch_size else None
         self._launch(batch)
@@ -153,28 +167,22 @@ class FlushScheduler:
 
     # --- internals (called with the lock held) --------------------------------------
 
-    def _add(self, events: list[ChangeEvent]) -> None:
+    def _add(self, arrived: list[tuple[BatchKey, int, Any]]) -> None:
         pending = self._pending
-        for event in events:
-            run_id = event.run.get("id")
-            if not run_id:
-                self.skipped_without_run_id += 1
-                log.warning("skipping a %s event without a run id", event.kind)
-                continue
-            key = (event.kind, run_id)
+        for key, version, built in arrived:
             stored = pending.get(key)
             if stored is None:
                 if not pending:
                     self._pending_batch = self._acks.open_batch()
-                pending[key] = event
-            elif event.version >= stored.version:
-                pending[key] = event
+                pending[key] = (version, built)
+            elif version >= stored[0]:
+                pending[key] = (version, built)
 
-    def _take_batch(self) -> tuple[int, list[ChangeEvent]] | None:
+    def _take_batch(self) -> tuple[int, list[Any]] | None:
         """Drain the pending map into a batch if a flush slot is free (lock held)."""
         if not self._pending or self._in_flight >= self._slots:
             return None
-        batch_id, events = self._pending_batch, list(self._pending.values())
+        batch_id, events = self._pending_batch, [built for _, built in self._pending.values()]
         self._pending = {}
         self._timer_due = False
         self._in_flight += 1
@@ -183,7 +191,21 @@ class FlushScheduler:
 
     # --- outside the lock -------------------------------------------------------------
 
-    def _launch(self, batch: tuple[int, list[ChangeEvent]] | None) -> None:
+    def _arrived(self, events: list[ChangeEvent]) -> list[tuple[BatchKey, int, Any]]:
+        """(key, version, what ``build`` made of it) of each event with a run id."""
+        build = self._build
+        arrived = []
+        for event in events:
+            run_id = event.run.get("id")
+            if not run_id:
+                self.skipped_without_run_id += 1  # only the receive loop adds: no race
+                log.warning("skipping a %s event without a run id", event.kind)
+                continue
+            built = event if build is None else build(event)
+            arrived.append(((event.kind, run_id), event.version, built))
+        return arrived
+
+    def _launch(self, batch: tuple[int, list[Any]] | None) -> None:
         """Prepare a taken batch here, then start its flush thread."""
         if batch is None:
             return

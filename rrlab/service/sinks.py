@@ -58,8 +58,8 @@ _encode_row = json.JSONEncoder(separators=(",", ":"), check_circular=False).enco
 _fast_encode_row = orjson.dumps
 
 
-def encode_rows(rows: Sequence[Row]) -> bytes:
-    """The JSONCompactEachRow body of ``rows``.
+def encode_row(row: Row) -> bytes:
+    """One row's line of a JSONCompactEachRow body (no newline).
 
     A row of plain JSON values (``is_plain``, below) is written by orjson (~8× the stdlib
     encoder), non-ASCII text as UTF-8; any other row by the stdlib encoder with
@@ -68,24 +68,56 @@ def encode_rows(rows: Sequence[Row]) -> bytes:
     as escapes (orjson raises on them), integers beyond 64 bits in full (orjson raises), and
     other types as the stdlib does (orjson would serialize datetimes, UUIDs, enums).
     """
+    # Plain (is_plain, in C): only str/int/bool/None, finite floats, and dicts (their
+    # values)/lists/tuples of those, by exact type: what orjson writes like the stdlib
+    # encoder, bar the non-ASCII escapes. Rows nested deeper than orjson's limit are not.
+    if is_plain(row):
+        try:
+            return _fast_encode_row(row)
+        except orjson.JSONEncodeError:  # a lone surrogate, an integer beyond 64 bits
+            pass
+    return _encode_row(row).encode("ascii")
+
+
+def encode_rows(rows: Sequence[Row]) -> bytes:
+    """The JSONCompactEachRow body of ``rows``: their :func:`encode_row` lines."""
     body = bytearray()
     # Appending each row as it is made, not joining a list: orjson's output buffers, all
     # alive at once, made glibc trim and re-fault the heap on every batch (8× slower).
     for row in rows:
-        # Plain (is_plain, in C): only str/int/bool/None, finite floats, and dicts (their
-        # values)/lists/tuples of those, by exact type: what orjson writes like the stdlib
-        # encoder, bar the non-ASCII escapes. Rows nested deeper than orjson's limit are not.
-        body += _encode_plain_row(row) if is_plain(row) else _encode_row(row).encode("ascii")
+        body += encode_row(row)
         body += b"\n"
     del body[-1:]
     return bytes(body)
 
 
-def _encode_plain_row(row: Row) -> bytes:
-    try:
-        return _fast_encode_row(row)
-    except orjson.JSONEncodeError:  # a lone surrogate, an integer beyond 64 bits
-        return _encode_row(row).encode("ascii")
+class EncodedRows(Sequence[Row]):
+    """Rows given by their encoded lines (:func:`encode_row`), decoded only when read.
+
+    The consumer encodes each row as its change arrives and keeps only the bytes: a sink
+    needs the rows themselves just to count them (``len``, free) and, rarely, to recover
+    from a poison row. The stdlib ``json`` reads back exactly what was written (``NaN``,
+    lone surrogates, integers beyond 64 bits, UTF-8 text); tuples come back as lists.
+    ``body`` is ``encode_rows`` of the rows, byte for byte.
+    """
+
+    def __init__(self, lines: Sequence[bytes]) -> None:
+        self.body = b"\n".join(lines)
+        self._count = len(lines)
+        self._rows: list[Row] | None = None
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._decoded()[index]
+
+    def _decoded(self) -> list[Row]:
+        """All rows, decoded once (a sink that reads one usually reads them all)."""
+        if self._rows is None:
+            lines = self.body.split(b"\n") if self._count else []
+            self._rows = [json.loads(line) for line in lines]
+        return self._rows
 
 
 @dataclass
@@ -110,7 +142,9 @@ class Sink(Protocol):
     """One insert attempt of rows into a table; raises when the attempt failed.
 
     ``body``, when given, is ``encode_rows(rows)`` made ahead by the caller (off the I/O
-    thread); a sink that re-encodes (poison-row recovery) encodes ``rows`` afresh.
+    thread); ``rows`` is then usually an :class:`EncodedRows`, so a sink reads the rows
+    themselves (which decodes them) only when it must change them: poison-row recovery
+    encodes its fixed rows afresh.
     """
 
     def insert(

@@ -232,44 +232,55 @@ def payload_row(event: ChangeEvent) -> list[Any]:
     ]
 
 
-def _utf16_key(indexes: tuple[int, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:
-    def key(row: list[Any]) -> tuple[Any, ...]:
-        return tuple(utf16_code_units(row[i]) if type(row[i]) is str else row[i] for i in indexes)
-
-    return key
+SortKey = tuple[Any, ...] | list[Any]
+"""The values a sort compares, in order (strings compared in JavaScript order)."""
 
 
-def _has_astral(rows: list[list[Any]], indexes: tuple[int, ...]) -> bool:
-    for i in indexes:
-        text = "".join(map(itemgetter(i), rows))
+def _utf16_key(key: Callable[[Any], SortKey]) -> Callable[[Any], tuple[Any, ...]]:
+    def exact(item: Any) -> tuple[Any, ...]:
+        return tuple(utf16_code_units(v) if type(v) is str else v for v in key(item))
+
+    return exact
+
+
+def _has_astral(keys: list[SortKey], text_positions: tuple[int, ...]) -> bool:
+    for i in text_positions:
+        text = "".join(map(itemgetter(i), keys))
         # isascii() reads a flag of the string: the usual all-ASCII ids skip the regex scan
         if not text.isascii() and _ASTRAL.search(text):
             return True
     return False
 
 
-def _sort(rows: list[list[Any]], indexes: tuple[int, ...], text_indexes: tuple[int, ...]) -> None:
+def _sort(items: list[Any], key: Callable[[Any], SortKey], text_positions: tuple[int, ...]) -> None:
     # JavaScript compares strings by UTF-16 code unit, Python by code point; the two orders
     # differ only when a character beyond U+FFFF is involved, so the fast C sort is exact
     # for everything else (including all ASCII ids).
-    exact = _has_astral(rows, text_indexes)
-    rows.sort(key=_utf16_key(indexes) if exact else itemgetter(*indexes))
+    exact = _has_astral(list(map(key, items)), text_positions)
+    items.sort(key=_utf16_key(key) if exact else key)
 
 
-_TASK_SORT = tuple(
-    TASK_RUN_COLUMNS.index(c)
-    for c in ("organization_id", "project_id", "environment_id", "created_at", "run_id")
+_TASK_SORT_COLUMNS = ("organization_id", "project_id", "environment_id", "created_at", "run_id")
+_TASK_SORT_TEXT = tuple(i for i, c in enumerate(_TASK_SORT_COLUMNS) if c != "created_at")
+TASK_SORT_RUN_ID = _TASK_SORT_COLUMNS.index("run_id")
+"""run_id's position in a :data:`task_sort_key` tuple."""
+
+task_sort_key: Callable[[list[Any]], tuple[Any, ...]] = itemgetter(
+    *map(TASK_RUN_COLUMNS.index, _TASK_SORT_COLUMNS)
 )
-_TASK_SORT_TEXT = tuple(i for i in _TASK_SORT if i != TASK_RUN_COLUMNS.index("created_at"))
-_PAYLOAD_SORT = (PAYLOAD_COLUMNS.index("run_id"),)
+"""A task_runs_v2 row's sort key: (organization_id, project_id, environment_id, created_at,
+run_id), the table's ORDER BY."""
+
+_payload_sort_key = itemgetter(slice(0, 1))  # [run_id]: a sequence, like every sort key
 
 
-def sort_task_rows(rows: list[list[Any]]) -> None:
-    """Sort in place by organization_id, project_id, environment_id, created_at, run_id
-    (the table's ORDER BY), strings in JavaScript (UTF-16 code unit) order."""
-    _sort(rows, _TASK_SORT, _TASK_SORT_TEXT)
+def sort_task_rows(items: list[Any], key: Callable[[Any], SortKey] = task_sort_key) -> None:
+    """Sort in place (stably) by :data:`task_sort_key`, strings in JavaScript (UTF-16 code
+    unit) order. ``items`` are task_runs_v2 rows, or anything ``key`` maps to a row's key."""
+    _sort(items, key, _TASK_SORT_TEXT)
 
 
-def sort_payload_rows(rows: list[list[Any]]) -> None:
-    """Sort payload rows in place by run_id (JavaScript string order)."""
-    _sort(rows, _PAYLOAD_SORT, _PAYLOAD_SORT)
+def sort_payload_rows(items: list[Any], key: Callable[[Any], SortKey] = _payload_sort_key) -> None:
+    """Sort in place (stably) by run_id, in JavaScript string order. ``items`` are payload
+    rows, or anything ``key`` maps to a one-element sequence of the run id."""
+    _sort(items, key, (0,))
