@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import random
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -11,6 +13,7 @@ import pytest
 
 from rrlab.config import ConsumerConfig
 from rrlab.exceptions import SinkError
+from rrlab.service import transform
 from rrlab.service.events import ChangeEvent, Transaction
 from rrlab.service.flusher import (
     PAYLOAD_TABLE,
@@ -19,9 +22,18 @@ from rrlab.service.flusher import (
     FlushMetrics,
     json_columns,
 )
+from rrlab.service.json_values import utf16_code_units
 from rrlab.service.retry import RetryPolicy
 from rrlab.service.scheduler import FlushScheduler
-from rrlab.service.sinks import ClickHouseSink, InsertResult, MockSink, Row, Sink
+from rrlab.service.sinks import (
+    INVALID_UTF16,
+    ClickHouseSink,
+    InsertResult,
+    MockSink,
+    Row,
+    Sink,
+    encode_rows,
+)
 
 CREATED = datetime(2025, 3, 4, 5, 6, 7, 891000, tzinfo=UTC)
 
@@ -263,3 +275,185 @@ def test_scheduler_and_flusher_keep_the_newest_version_in_clickhouse(ch_client: 
     assert run_ids[0] not in got  # _is_deleted = 1 with the newest version: FINAL hides it
     assert {r: got[r][0] for r in run_ids[1:]} == {r: "COMPLETED_SUCCESSFULLY" for r in run_ids[1:]}
     assert [got[r][1] for r in run_ids[1:]] == [1_100, 1_110, 1_120]
+
+
+# --- build on arrival: the pending map keeps encoded rows ----------------------------
+
+
+class BodySink(RecordingSink):
+    """Records each table's body as the flusher sent it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: dict[str, bytes | None] = {}
+
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Row],
+        json_columns: frozenset[str],
+        *,
+        body: bytes | None = None,
+    ) -> InsertResult:
+        self.bodies[table] = body
+        return super().insert(table, columns, rows, json_columns, body=body)
+
+
+def whole_batch_bodies(events: list[ChangeEvent]) -> dict[str, bytes]:
+    """The oracle, the flush as it was before build on arrival: every row built from the
+    drained events, sorted by its key in UTF-16 code unit order (JavaScript's, applied
+    always rather than only when an astral character is present), encoded at once."""
+
+    def js_order(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(utf16_code_units(v) if type(v) is str else v for v in values)
+
+    insertable = [e for e in events if transform.is_insertable(e)]
+    task_rows = [transform.task_run_row(e) for e in insertable]
+    task_rows.sort(key=lambda row: js_order(transform.task_sort_key(row)))
+    payload_rows = [transform.payload_row(e) for e in insertable if e.kind == "insert"]
+    payload_rows.sort(key=lambda row: js_order((row[0],)))
+    tables = {TASK_RUNS_TABLE: task_rows, PAYLOAD_TABLE: payload_rows}
+    return {table: encode_rows(rows) for table, rows in tables.items() if rows}
+
+
+# ids that JavaScript and Python order differently (U+10000 sorts below U+FFFF in UTF-16)
+TEXTS = ["a", "b", "é", "\uffff", "\U00010000", "😀"]
+# JSON cells only the stdlib encoder writes (NaN, a lone surrogate, a 70-bit integer)
+ERRORS: list[Any] = [None, {"message": "x"}, {"n": float("nan")}, {"m": "\ud800 x"}, {"b": 2**70}]
+OUTPUTS = [None, '{"i": 1}', '{"s": "é 😀"}']
+
+
+def random_event(rng: random.Random) -> ChangeEvent:
+    text = rng.choice
+    changes = {
+        "organizationId": text(["org_1", "org_\U00010000", "org_\uffff"]),
+        "projectId": text(["p", "p😀"]),
+        "runtimeEnvironmentId": text(["env", "env\uffff"]),
+        "createdAt": CREATED + timedelta(milliseconds=rng.randrange(3)),  # ties on purpose
+        "error": text(ERRORS),
+        "output": text(OUTPUTS),
+        "payload": text(['{"n": 1}', '{"s": "😀"}', "[]"]),
+    }
+    if rng.random() < 0.1:
+        changes[text(["organizationId", "environmentType"])] = ""  # the upstream drops it
+    run_id = f"run_{text(TEXTS)}{rng.randrange(8)}"
+    kind = text(["insert", "update", "delete"])
+    return ChangeEvent(kind, run(run_id, text(["PENDING", "EXECUTING"]), **changes), 1)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_encoded_on_arrival_bodies_are_byte_identical_to_whole_batch_encoding(seed: int) -> None:
+    rng = random.Random(seed)
+    events = [random_event(rng) for _ in range(rng.randrange(1, 120))]
+    sink, metrics = BodySink(), []
+    flusher(sink, metrics)(1, events)  # duplicates of a (kind, run) included: ties stay stable
+    assert sink.bodies == whole_batch_bodies(events)
+    insertable = sum(map(transform.is_insertable, events))
+    assert (metrics[0].batch_size, metrics[0].dropped_events) == (
+        len(events),
+        len(events) - insertable,
+    )
+
+
+def test_the_astral_and_stdlib_cases_are_exercised() -> None:
+    """Guards the test above against generating only easy batches."""
+    events = [random_event(random.Random(seed)) for seed in range(200)]
+    body = whole_batch_bodies(events)[TASK_RUNS_TABLE]
+    assert b"NaN" in body and b"\\ud800" in body and str(2**70).encode() in body
+    ids = [e.run["organizationId"] for e in events]
+    assert "org_\U00010000" in ids and "org_\uffff" in ids
+
+
+def scheduled(flush: Flusher, **options: Any) -> FlushScheduler:
+    """A scheduler wired to the flusher as the consumer wires it."""
+    sched = FlushScheduler(
+        flush.send,
+        build=flush.build,
+        prepare=flush.prepare,
+        flush_batch_size=options.pop("flush_batch_size", 100),
+        flush_interval_ms=600_000,
+        max_flush_concurrency=1,
+        **options,
+    )
+    sched.start()
+    return sched
+
+
+def add(sched: FlushScheduler, lsn: int, event: ChangeEvent) -> None:
+    sched.add_transaction(Transaction(lsn, lsn - 1, 0, lsn, [event]))
+
+
+def test_a_newer_non_insertable_change_replaces_an_insertable_one_and_is_dropped() -> None:
+    sink, metrics = RecordingSink(), []
+    sched = scheduled(flusher(sink, metrics))
+    dropped = {"organizationId": None}
+    changes = [
+        ("run_a", 10, {}),  # replaced by a newer non-insertable change: nothing lands
+        ("run_a", 11, dropped),
+        ("run_b", 20, dropped),  # replaced by a newer insertable change: it lands
+        ("run_b", 21, {"status": "EXECUTING"}),
+        ("run_c", 30, {"status": "EXECUTING"}),  # an older non-insertable one is ignored
+        ("run_c", 29, dropped),
+        ("run_d", 40, {}),  # same version: the later change wins, even a dropped one
+        ("run_d", 40, dropped),
+    ]
+    for lsn, (run_id, version, changed) in enumerate(changes, start=1):
+        add(sched, lsn, ChangeEvent("update", run(run_id, **changed), version))
+    assert sched.close(timeout=30)
+    (m,) = metrics
+    assert (m.batch_size, m.dropped_events, m.task_rows, m.payload_rows) == (4, 2, 2, 0)
+    landed = {row[3]: (row[7], row[43]) for row in sink.tables[TASK_RUNS_TABLE]}
+    assert landed == {"run_b": ("EXECUTING", 21), "run_c": ("EXECUTING", 30)}
+
+
+def test_a_change_that_cannot_be_built_fails_its_batch_not_the_receive_loop() -> None:
+    """As when rows were built at flush time: the batch fails like a flush (not
+    acknowledged), unless a newer change of the run replaced the bad one before the flush."""
+    failures: list[BaseException] = []
+    sink, metrics = RecordingSink(), []
+    sched = scheduled(
+        flusher(sink, metrics),
+        flush_batch_size=2,
+        on_flush_failed=lambda batch_id, exc: failures.append(exc),
+    )
+    unbuildable = run("run_bad", createdAt=None)  # a NOT NULL column without a value
+    add(sched, 10, ChangeEvent("update", unbuildable, 1))
+    add(sched, 20, ChangeEvent("update", run("run_bad"), 2))  # replaces it
+    add(sched, 30, ChangeEvent("insert", run("run_ok"), 3))  # batch 1 (2 runs) lands
+    add(sched, 40, ChangeEvent("update", unbuildable, 4))
+    add(sched, 50, ChangeEvent("insert", run("run_ok_2"), 5))  # batch 2 fails
+    assert sched.close(timeout=30)
+    assert [type(exc) for exc in failures] == [TypeError]
+    assert [(m.batch_id, m.ok) for m in metrics] == [(1, True), (2, False)]
+    assert [row[3] for row in sink.tables[TASK_RUNS_TABLE]] == ["run_bad", "run_ok"]
+    assert sched.stalled and sched.ack_lsn == 30
+
+
+def test_poison_cells_from_the_encoded_rows_are_recovered_in_clickhouse(ch_client: Any) -> None:
+    """The transform's own rows reach ClickHouse with NaN/Infinity and a lone surrogate in
+    their error: recovery decodes the encoded rows, sanitizes, strips, then skips."""
+    run_ids = [unique("encoded_poison") for _ in range(12)]
+    errors: dict[int, Any] = {3: {"m": "bad \ud800"}, 5: {"n": float("nan")}, 9: [-float("inf")]}
+    events = [
+        ChangeEvent("update", run(r, "EXECUTING", error=errors.get(i, {"i": i})), 70)
+        for i, r in enumerate(run_ids)
+    ]
+    sink = ClickHouseSink(ch_client, max_poison_strips=1)
+    metrics: list[FlushMetrics] = []
+    flusher(sink, metrics)(1, events)
+    inserted = metrics[0].inserted
+    assert metrics[0].ok
+    assert (inserted.sanitized_rows, inserted.stripped_rows, inserted.skipped_rows) == (1, 1, 1)
+    stored = dict(
+        ch_client.query(
+            f"SELECT run_id, toJSONString(error) FROM {TASK_RUNS_TABLE} FINAL "
+            "WHERE run_id IN {ids:Array(String)}",
+            parameters={"ids": run_ids},
+        ).result_rows
+    )
+    stripped, skipped = (5, 9) if run_ids[5] in stored else (9, 5)  # whichever ClickHouse named
+    assert run_ids[skipped] not in stored and len(stored) == 11
+    assert stored[run_ids[stripped]] == "{}"
+    assert json.loads(stored[run_ids[3]]) == {"data": {"m": INVALID_UTF16}}
+    assert json.loads(stored[run_ids[4]]) == {"data": {"i": 4}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +19,11 @@ from rrlab.service.sinks import (
     INSERT_SETTINGS,
     INVALID_UTF16,
     ClickHouseSink,
+    EncodedRows,
+    InsertResult,
     MockSink,
+    Row,
+    encode_row,
     encode_rows,
     sanitize_json,
     strip_row,
@@ -77,6 +81,24 @@ def test_plain_rows_encode_to_the_same_json_as_the_stdlib(row: list[Any]) -> Non
 def test_rows_orjson_cannot_write_exactly_are_encoded_by_the_stdlib(row: list[Any]) -> None:
     body = encode_rows([["first", "é"], row, ["last", 1.5]])
     assert body.split(b"\n")[1] == stdlib_line(row).encode("ascii")
+
+
+def test_encoded_rows_read_back_exactly_what_was_encoded() -> None:
+    """The consumer hands sinks EncodedRows: a sink that reads them (poison-row recovery)
+    must get the very values, even those only the stdlib writes, and re-encode the body."""
+    rows: list[Row] = [
+        *PLAIN_ROWS,
+        ["a", float("nan"), float("inf"), -float("inf"), {"data": [1, float("nan")]}],
+        ["a", BAD_SURROGATE, {BAD_SURROGATE: 2**64, "neg": -(2**63) - 1}, {1: "int key"}],
+    ]
+    encoded = EncodedRows([encode_row(row) for row in rows])
+    assert encoded.body == encode_rows(rows) and len(encoded) == len(rows)
+    decoded = list(encoded)
+    # the stdlib's own reading of the stdlib's writing: tuples as lists, keys as strings
+    assert repr(decoded) == repr([json.loads(stdlib_line(row)) for row in rows])
+    assert encode_rows(decoded) == encoded.body
+    assert encoded[-1][1] == BAD_SURROGATE and encoded[1:3] == decoded[1:3]
+    assert len(EncodedRows([])) == 0 and EncodedRows([]).body == b"" and not list(EncodedRows([]))
 
 
 def test_values_the_stdlib_cannot_encode_still_fail() -> None:
@@ -262,23 +284,45 @@ def test_utf8_and_escaped_bodies_store_identical_values(client: Any, table: str)
     assert json.loads(texts["utf8_0"][1]) == {"message": "ß"}
 
 
-def test_bad_surrogates_are_sanitized_and_the_batch_lands(client: Any, table: str) -> None:
+Insert = Callable[[ClickHouseSink, str, list[Row]], InsertResult]
+
+
+@pytest.fixture(params=["rows", "encoded"])
+def insert(request: pytest.FixtureRequest) -> Insert:
+    """An insert as a caller with plain rows makes it, or as the consumer does: EncodedRows
+    and their body, which recovery must decode to fix."""
+
+    def with_rows(sink: ClickHouseSink, table: str, rows: list[Row]) -> InsertResult:
+        return sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+
+    def with_encoded_rows(sink: ClickHouseSink, table: str, rows: list[Row]) -> InsertResult:
+        encoded = EncodedRows([encode_row(row) for row in rows])
+        return sink.insert(table, COLUMNS, encoded, JSON_COLUMNS, body=encoded.body)
+
+    return with_rows if request.param == "rows" else with_encoded_rows
+
+
+def test_bad_surrogates_are_sanitized_and_the_batch_lands(
+    client: Any, table: str, insert: Insert
+) -> None:
     sink = ClickHouseSink(client)
     rows = [
         ["run_a", 1, {"data": "ok"}, {}],
         ["run_b", 2, {"data": BAD_SURROGATE}, {}],
         ["run_c", 3, {"data": "ok"}, {}],
     ]
-    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    result = insert(sink, table, rows)
     assert (result.rows, result.sanitized_rows, result.stripped_rows) == (3, 1, 0)
     assert stored(client, table)["run_b"][1] == {"data": INVALID_UTF16}
 
 
-def test_a_poison_row_is_stored_with_its_json_stripped(client: Any, table: str) -> None:
+def test_a_poison_row_is_stored_with_its_json_stripped(
+    client: Any, table: str, insert: Insert
+) -> None:
     sink = ClickHouseSink(client, max_poison_strips=1)
     rows = [[f"run_{i}", i, {"data": {"i": i}}, {"message": "e"}] for i in range(50)]
     rows[17][2] = {"data": float("inf")}  # json.dumps writes Infinity, which ClickHouse rejects
-    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    result = insert(sink, table, rows)
     assert (result.rows, result.stripped_rows, result.skipped_rows) == (50, 1, 0)
     landed = stored(client, table)
     assert len(landed) == 50
@@ -288,13 +332,13 @@ def test_a_poison_row_is_stored_with_its_json_stripped(client: Any, table: str) 
 
 
 def test_poison_rows_beyond_the_strip_budget_are_skipped_and_counted(
-    client: Any, table: str
+    client: Any, table: str, insert: Insert
 ) -> None:
     sink = ClickHouseSink(client, max_poison_strips=1)
     rows = [[f"run_{i}", i, {"data": i}, {}] for i in range(10)]
     rows[3][2] = {"data": float("nan")}
     rows[6][3] = {"code": float("-inf")}
-    result = sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
+    result = insert(sink, table, rows)
     assert (result.rows, result.stripped_rows, result.skipped_rows) == (9, 1, 1)
     landed = stored(client, table)
     assert sorted(landed) == sorted(f"run_{i}" for i in range(10) if i != 6)
