@@ -2,9 +2,9 @@
 
 Pending events sit in a map keyed by (event kind, run id); an incoming event replaces the
 stored one when its ``_version`` is at least as new. The map keeps what ``build`` makes of
-an event (the consumer's: its encoded rows), made as its transaction arrives, outside the
-lock: a decoded event kept alive until its flush costs far more CPU than its few KB of
-bytes (measured in BENCHMARKS.md). A flush drains the whole map. It starts
+an event (the consumer's: its encoded rows and sort key), made as its transaction arrives,
+outside the lock: thousands of decoded events, alive until their flush, made the consumer's
+CPU per row grow with the batch size (issue #7). A flush drains the whole map. It starts
 when an add brings the map to ``flush_batch_size`` or more, or on a timer every
 ``flush_interval_ms`` when the map is not empty. At most ``max_flush_concurrency`` flushes
 run at once, each in a worker thread (flushes are I/O-bound HTTP inserts).
@@ -58,8 +58,8 @@ class FlushScheduler:
 
     All public methods are thread-safe. ``flush`` runs in a worker thread, ``prepare`` in
     the thread that drained the batch and ``build`` in the one that adds the transaction
-    (both outside the lock). ``on_flush_failed(batch_id, exc)``
-    is told about every batch that exhausted its retries or failed to prepare.
+    (both outside the lock). ``on_flush_failed(batch_id, exc)`` is told about every batch
+    that exhausted its retries or failed to prepare.
     """
 
     def __init__(
