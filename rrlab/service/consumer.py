@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import itertools
 import json
@@ -100,6 +101,9 @@ class StopRequested(Exception):
 
 
 GC_GEN0_THRESHOLD = 20_000
+MALLOC_TRIM_BYTES = 64 << 20
+MALLOC_MMAP_BYTES = 32 << 20  # glibc's ceiling for this threshold (64-bit)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 
 
 class Consumer:
@@ -169,6 +173,7 @@ class Consumer:
         stream = self._open_stream()
         self.scheduler.start()
         _tune_garbage_collector()
+        _tune_malloc()
         self.report({"type": "ready", "pid": os.getpid(), "t": time.time()})
         log.info(
             "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
@@ -384,6 +389,25 @@ def _named_connection(database_url: str) -> str:
     except psycopg.ProgrammingError:
         return database_url  # ReplicationStream reports the malformed URL
     return make_conninfo(database_url, application_name=consumer_application_name(os.getpid()))
+
+
+def _tune_malloc() -> None:
+    """Keep freed heap memory in the process (glibc's ``malloc``; elsewhere a no-op).
+
+    Each pending change holds its encoded rows (~1–2 KB, beyond Python's small-object
+    allocator) until its flush frees a whole batch of them at once. With glibc's default
+    thresholds, in about half of the processes that left a free heap top above the trim
+    threshold on every flush: the heap was returned to the kernel and faulted back in,
+    ~4 page faults and ~10 µs more CPU per replicated row. Fixed thresholds (which also
+    end glibc's dynamic adjustment of them) keep up to MALLOC_TRIM_BYTES free in the heap
+    and serve blocks below MALLOC_MMAP_BYTES (flush bodies) from it.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return
+    mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
+    mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_BYTES)
 
 
 def _tune_garbage_collector() -> None:
