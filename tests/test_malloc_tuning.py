@@ -1,0 +1,50 @@
+"""The consumer's glibc malloc thresholds: blocks below 32 MiB come from the heap."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(
+    platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt"
+)
+
+# In a fresh interpreter (thresholds at glibc's defaults; freeing an mmapped block raises
+# them, so one probe per process), how many blocks are mmapped while a 24 MiB bytes object
+# is alive (mallinfo2.hblks), with the consumer's tuning if argv[1] says so.
+PROBE = """
+import ctypes, sys
+from rrlab.service.consumer import _tune_malloc
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
+
+def mmapped_while_alive():
+    before = mallinfo2().hblks
+    block = bytes(24 << 20)
+    return mallinfo2().hblks - before
+
+if sys.argv[1] == "tuned":
+    _tune_malloc()
+print(mmapped_while_alive())
+"""
+
+
+def test_after_tuning_a_flush_sized_block_comes_from_the_heap() -> None:
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("mallinfo2 needs glibc 2.33")
+
+    def mmapped(tuning: str) -> str:
+        probe = [sys.executable, "-c", PROBE, tuning]
+        return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert (mmapped("default"), mmapped("tuned")) == ("1", "0")
