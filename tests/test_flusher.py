@@ -32,6 +32,7 @@ from rrlab.service.sinks import (
     MockSink,
     Row,
     Sink,
+    body_of,
     encode_rows,
 )
 
@@ -76,18 +77,12 @@ class FlakySink:
         self.calls = 0
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
         self.calls += 1
         if self.calls <= self.failures:
             raise ConnectionError(self.message)
-        return self.inner.insert(table, columns, rows, json_columns, body=body)
+        return self.inner.insert(table, columns, rows, json_columns)
 
     def close(self) -> None:
         self.inner.close()
@@ -99,16 +94,10 @@ class RecordingSink(MockSink):
         self.tables: dict[str, list[Row]] = {}
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
         self.tables.setdefault(table, []).extend(rows)
-        return super().insert(table, columns, rows, json_columns, body=body)
+        return super().insert(table, columns, rows, json_columns)
 
 
 def flusher(sink: Sink, metrics: list[FlushMetrics], **options: Any) -> Flusher:
@@ -202,13 +191,7 @@ class PoisoningSink:
         self.run_id = run_id
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
         run_index, output_index = columns.index("run_id"), columns.index(next(iter(json_columns)))
         poisoned = [
@@ -285,19 +268,13 @@ class BodySink(RecordingSink):
 
     def __init__(self) -> None:
         super().__init__()
-        self.bodies: dict[str, bytes | None] = {}
+        self.bodies: dict[str, bytes] = {}
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
-        self.bodies[table] = body
-        return super().insert(table, columns, rows, json_columns, body=body)
+        self.bodies[table] = body_of(rows)
+        return super().insert(table, columns, rows, json_columns)
 
 
 def whole_batch_bodies(events: list[ChangeEvent]) -> dict[str, bytes]:

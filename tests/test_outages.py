@@ -360,7 +360,7 @@ def test_postgres_restarted_mid_run(pg_server, tmp_path) -> None:
 class RefusingSink(MockSink):
     """A sink whose server refuses every insert with a permanent error."""
 
-    def insert(self, table, columns, rows, json_columns, *, body=None):
+    def insert(self, table, columns, rows, json_columns):
         raise RuntimeError("Code: 516. Authentication failed: password is incorrect")
 
 

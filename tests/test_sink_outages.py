@@ -97,11 +97,11 @@ class FlakySink(MockSink):
         super().__init__()
         self.failing, self.calls = failing, 0
 
-    def insert(self, table, columns, rows, json_columns, *, body=None):
+    def insert(self, table, columns, rows, json_columns):
         self.calls += 1
         if self.calls in self.failing:
             raise ConnectionError("Connection refused")
-        return super().insert(table, columns, rows, json_columns, body=body)
+        return super().insert(table, columns, rows, json_columns)
 
 
 def test_the_recording_sink_reports_failed_attempts_and_the_first_success_after_them() -> None:

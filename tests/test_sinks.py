@@ -289,15 +289,15 @@ Insert = Callable[[ClickHouseSink, str, list[Row]], InsertResult]
 
 @pytest.fixture(params=["rows", "encoded"])
 def insert(request: pytest.FixtureRequest) -> Insert:
-    """An insert as a caller with plain rows makes it, or as the consumer does: EncodedRows
-    and their body, which recovery must decode to fix."""
+    """An insert as a caller with plain rows makes it, or as the consumer does: EncodedRows,
+    which recovery must decode to fix."""
 
     def with_rows(sink: ClickHouseSink, table: str, rows: list[Row]) -> InsertResult:
         return sink.insert(table, COLUMNS, rows, JSON_COLUMNS)
 
     def with_encoded_rows(sink: ClickHouseSink, table: str, rows: list[Row]) -> InsertResult:
         encoded = EncodedRows([encode_row(row) for row in rows])
-        return sink.insert(table, COLUMNS, encoded, JSON_COLUMNS, body=encoded.body)
+        return sink.insert(table, COLUMNS, encoded, JSON_COLUMNS)
 
     return with_rows if request.param == "rows" else with_encoded_rows
 

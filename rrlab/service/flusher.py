@@ -224,9 +224,7 @@ class Flusher:
 
         try:
             result = with_retry(
-                lambda: self._sink.insert(
-                    table, columns, rows, json_columns(table), body=rows.body
-                ),
+                lambda: self._sink.insert(table, columns, rows, json_columns(table)),
                 self._retry,
                 what=f"insert of {len(rows)} rows into {table}",
                 on_retry=count_retry,

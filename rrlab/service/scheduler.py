@@ -182,12 +182,12 @@ class FlushScheduler:
         """Drain the pending map into a batch if a flush slot is free (lock held)."""
         if not self._pending or self._in_flight >= self._slots:
             return None
-        batch_id, events = self._pending_batch, [built for _, built in self._pending.values()]
+        batch_id, entries = self._pending_batch, [built for _, built in self._pending.values()]
         self._pending = {}
         self._timer_due = False
         self._in_flight += 1
         self.flushes_started += 1
-        return batch_id, events
+        return batch_id, entries
 
     # --- outside the lock -------------------------------------------------------------
 
@@ -209,11 +209,11 @@ class FlushScheduler:
         """Prepare a taken batch here, then start its flush thread."""
         if batch is None:
             return
-        batch_id, events = batch
+        batch_id, entries = batch
         try:
-            prepared = events if self._prepare is None else self._prepare(batch_id, events)
+            prepared = entries if self._prepare is None else self._prepare(batch_id, entries)
         except BaseException as exc:  # the batch is not in ClickHouse: fail it like a flush
-            self._flush_done(batch_id, len(events), exc)
+            self._flush_done(batch_id, len(entries), exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -222,7 +222,7 @@ class FlushScheduler:
         # unacknowledged, and PostgreSQL re-sends it to the next consumer
         threading.Thread(
             target=self._run_flush,
-            args=(batch_id, prepared, len(events)),
+            args=(batch_id, prepared, len(entries)),
             name=f"flush-{batch_id}",
             daemon=True,
         ).start()

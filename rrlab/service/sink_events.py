@@ -63,17 +63,11 @@ class RecordingSink:
         self._events = events
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
         sent_at = time.time()
         try:
-            result = self._inner.insert(table, columns, rows, json_columns, body=body)
+            result = self._inner.insert(table, columns, rows, json_columns)
         except Exception:
             self._events.failed(INSERT_FAILED, sent_at)
             raise

@@ -91,6 +91,12 @@ def encode_rows(rows: Sequence[Row]) -> bytes:
     return bytes(body)
 
 
+def body_of(rows: Sequence[Row]) -> bytes:
+    """The JSONCompactEachRow body of ``rows``: the one :class:`EncodedRows` carries, or
+    :func:`encode_rows` of plain rows."""
+    return rows.body if isinstance(rows, EncodedRows) else encode_rows(rows)
+
+
 class EncodedRows(Sequence[Row]):
     """Rows given by their encoded lines (:func:`encode_row`), decoded only when read.
 
@@ -141,20 +147,14 @@ class InsertResult:
 class Sink(Protocol):
     """One insert attempt of rows into a table; raises when the attempt failed.
 
-    ``body``, when given, is ``encode_rows(rows)`` made ahead by the caller (off the I/O
-    thread); ``rows`` is then usually an :class:`EncodedRows`, so a sink reads the rows
-    themselves (which decodes them) only when it must change them: poison-row recovery
-    encodes its fixed rows afresh.
+    ``rows`` is usually an :class:`EncodedRows` (the consumer encodes each row as its change
+    arrives): a sink sends :func:`body_of` the rows, and reads the rows themselves (which
+    decodes them) only when it must change them: poison-row recovery encodes its fixed rows
+    afresh.
     """
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult: ...
 
     def close(self) -> None: ...
@@ -185,16 +185,9 @@ class MockSink(SinkTotals):
         self._delay_s = delay_ms / 1000
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
-        if body is None:
-            body = encode_rows(rows)
+        body = body_of(rows)
         if self._delay_s:
             time.sleep(self._delay_s)
         return self.record(InsertResult(rows=len(rows), bytes=len(body)))
@@ -224,16 +217,10 @@ class ClickHouseSink(SinkTotals):
         self._settings = {**INSERT_SETTINGS, **(extra_settings or {})}
 
     def insert(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        json_columns: frozenset[str],
-        *,
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], json_columns: frozenset[str]
     ) -> InsertResult:
         try:
-            return self.record(self._send(table, columns, rows, self._settings, body))
+            return self.record(self._send(table, columns, rows, self._settings))
         except Exception as exc:
             if JSON_PARSE_ERROR not in str(exc).lower():
                 raise
@@ -245,15 +232,9 @@ class ClickHouseSink(SinkTotals):
         self._client.close()
 
     def _send(
-        self,
-        table: str,
-        columns: Sequence[str],
-        rows: Sequence[Row],
-        settings: dict[str, Any],
-        body: bytes | None = None,
+        self, table: str, columns: Sequence[str], rows: Sequence[Row], settings: dict[str, Any]
     ) -> InsertResult:
-        if body is None:
-            body = encode_rows(rows)
+        body = body_of(rows)
         summary = self._client.raw_insert(
             table, list(columns), body, settings=settings, fmt=INSERT_FORMAT
         )
