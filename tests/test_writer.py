@@ -10,6 +10,7 @@ from rrlab.producer.generator import (
     COMPLETED_SUCCESSFULLY,
     EXECUTING,
     FAILED_STATUSES,
+    INSERT_COLUMNS,
     PENDING,
     RunGenerator,
 )
@@ -161,6 +162,48 @@ def test_a_killed_connection_is_counted_and_the_writer_recovers(profiling_db):
     assert sum(o.updates for o in after) > 0
     written = sum(o.inserts - o.deletes for o in before + after)
     assert query(profiling_db, 'SELECT count(*) FROM "TaskRun"') == [(written,)]
+
+
+ARRAYS = ("runTags", "realtimeStreams", "bulkActionGroupIds")
+ODD_ARRAYS = (
+    [],
+    [""],
+    ["a"],
+    ["é", "日本", "🎉"],
+    ['q"uote', "back\\slash", "{brace}", "a,b", "NULL"],
+)
+
+
+class OddArrayGenerator(RunGenerator):
+    """Runs whose text[] columns hold empty, non-ASCII and punctuation-laden values, which
+    binary COPY must carry as they are; it keeps every run it makes."""
+
+    made: list[tuple]
+
+    def new_run(self, now):
+        row = list(super().new_run(now))
+        for name in ARRAYS:
+            row[INSERT_COLUMNS.index(name)] = ODD_ARRAYS[(self._number + len(name)) % 5]
+        self.made = [*getattr(self, "made", []), tuple(row)]
+        return self.made[-1]
+
+
+def test_text_arrays_are_stored_as_generated(profiling_db):
+    rng = random.Random(3)
+    generator = OddArrayGenerator(rng, profiling_db.fixtures)
+    writer = RunWriter(profiling_db.url, generator, RunPool(rng), WriteMix(1.0, 0.0))
+    assert writer.write_batch(40).error is None
+    writer.close()
+    columns = ", ".join(f'"{name}"' for name in ARRAYS)
+    stored = query(profiling_db, f'SELECT id, {columns} FROM "TaskRun"')
+    positions = [INSERT_COLUMNS.index(name) for name in ARRAYS]
+    assert len(generator.made) == 40
+    assert {row[0]: row[1:] for row in stored} == {
+        row[0]: tuple(row[i] for i in positions) for row in generator.made
+    }
+    # arrays as SQL writes them: subscripts from 1 ('[0:1]={a,b}' would load as the same list)
+    lower_bounds = ", ".join(f'coalesce(array_lower("{name}", 1), 1)' for name in ARRAYS)
+    assert query(profiling_db, f'SELECT DISTINCT {lower_bounds} FROM "TaskRun"') == [(1, 1, 1)]
 
 
 @pytest.mark.parametrize("ratio", [0.0, 1.0])
