@@ -311,3 +311,25 @@ def test_close_flushes_what_is_pending(batch_size: int) -> None:
     assert sched.close(timeout=WAIT)
     assert len(flushed(flush)) == 10
     assert sched.ack_lsn == 100
+
+
+def test_flush_workers_are_reused_up_to_the_slots_and_exit_at_close() -> None:
+    threads: set[threading.Thread] = set()
+
+    def flush(batch_id: int, events: list[ChangeEvent]) -> None:
+        threads.add(threading.current_thread())
+
+    sched = FlushScheduler(
+        flush, flush_batch_size=1, flush_interval_ms=600_000, max_flush_concurrency=3
+    )
+    sched.start()
+    for lsn in range(1, 41):
+        sched.add_transaction(txn(lsn * 10, ("insert", f"run_{lsn}")))
+        if lsn % 4 == 0:  # some flushes one after the other, some at once
+            assert sched.wait_idle(WAIT)
+    assert sched.close(timeout=WAIT)
+    assert sched.flushes_started >= 10 and sched.ack_lsn == 400
+    assert 1 <= len(threads) <= 3
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()

@@ -7,7 +7,10 @@ outside the lock: thousands of decoded events, alive until their flush, made the
 CPU per row grow with the batch size (issue #7). A flush drains the whole map. It starts
 when an add brings the map to ``flush_batch_size`` or more, or on a timer every
 ``flush_interval_ms`` when the map is not empty. At most ``max_flush_concurrency`` flushes
-run at once, each in a worker thread (flushes are I/O-bound HTTP inserts).
+run at once, each in a flush worker thread (flushes are I/O-bound HTTP inserts). Workers are
+started as flushes need them, up to ``max_flush_concurrency``, and reused: a thread started
+per flush cost the receive loop ~4% of its time, as ``Thread.start`` waits for the new
+thread to get the GIL.
 
 A flush has two steps. ``prepare`` (sorting and joining the rows: CPU work) runs in the
 thread that drains the batch, usually the receive loop, before the flush thread starts;
@@ -27,6 +30,7 @@ so memory stays bounded and PostgreSQL holds the rest of the stream.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -93,6 +97,11 @@ class FlushScheduler:
         self._acks = AckTracker(start_lsn)
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="flush-timer", daemon=True)
+        # (batch id, prepared, size) for the flush workers; None tells one worker to exit
+        self._flush_queue: queue.SimpleQueue[tuple[int, Any, int] | None] = queue.SimpleQueue()
+        self._workers = 0
+        self._idle_workers = 0  # waiting for, or about to wait for, the queue
+        self._queued = 0  # put in the queue, not yet taken by a worker
         self.skipped_without_run_id = 0
         self.flushes_started = 0
         self.flushes_failed = 0
@@ -159,11 +168,18 @@ class FlushScheduler:
             )
 
     def close(self, timeout: float | None = None) -> bool:
-        """Stop the timer, flush what is pending, wait for in-flight flushes; True if idle."""
+        """Stop the timer, flush what is pending, wait for in-flight flushes, then stop the
+        flush workers; True if idle. The scheduler takes no work after it."""
         self._stop.set()
         if self._timer.is_alive():
             self._timer.join()
-        return self.wait_idle(timeout)
+        idle = self.wait_idle(timeout)
+        # a worker stuck in a flush (the sink stalls) stays: it is a daemon thread
+        with self._lock:
+            workers = self._workers
+        for _ in range(workers):
+            self._flush_queue.put(None)
+        return idle
 
     # --- internals (called with the lock held) --------------------------------------
 
@@ -217,15 +233,32 @@ class FlushScheduler:
             if not isinstance(exc, Exception):
                 raise
             return
-        # a daemon thread per flush (at most max_flush_concurrency): one stuck on a stalled
-        # sink must not hold the process after close() gave up on it; its batch is then
-        # unacknowledged, and PostgreSQL re-sends it to the next consumer
-        threading.Thread(
-            target=self._run_flush,
-            args=(batch_id, prepared, len(entries)),
-            name=f"flush-{batch_id}",
-            daemon=True,
-        ).start()
+        with self._lock:
+            self._queued += 1
+            # every in-flight batch holds a slot, so a worker busy at the slots' limit is
+            # finishing its flush and takes this one next
+            new_worker = self._queued > self._idle_workers and self._workers < self._slots
+            if new_worker:
+                self._workers += 1
+        self._flush_queue.put((batch_id, prepared, len(entries)))
+        if new_worker:
+            # daemon: a worker stuck on a stalled sink must not hold the process after close()
+            # gave up on it; its batch is then unacknowledged, and PostgreSQL re-sends it
+            threading.Thread(target=self._work, name="flush-worker", daemon=True).start()
+
+    def _work(self) -> None:
+        """A flush worker: run queued flushes until told to exit."""
+        while True:
+            with self._lock:
+                self._idle_workers += 1
+            item = self._flush_queue.get()
+            with self._lock:
+                self._idle_workers -= 1
+                if item is None:
+                    self._workers -= 1
+                    return
+                self._queued -= 1
+            self._run_flush(*item)
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval_s):
