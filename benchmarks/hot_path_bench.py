@@ -99,9 +99,9 @@ def replay(messages: list[bytes], batch_size: int) -> dict[str, float]:
             message = decode_message(payload, relations, decode_old=False)
             kind = type(message)
             if kind is Insert:
-                assembler.change("insert", message.relation.row(message.new))
+                assembler.change("insert", message.new)
             elif kind is Update:
-                assembler.change("update", message.relation.row(message.new))
+                assembler.change("update", message.new)
             elif kind is Begin:
                 assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
             elif kind is Commit:

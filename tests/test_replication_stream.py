@@ -95,7 +95,7 @@ def test_reads_begin_insert_commit(db: Database) -> None:
             "Insert",
             "Commit",
         ]
-        inserts = [m.relation.row(m.new) for m in messages if isinstance(m, Insert)]
+        inserts = [m.new for m in messages if isinstance(m, Insert)]
         assert inserts == [{"id": 1, "v": "v1"}, {"id": 2, "v": "v2"}]
         assert stream.last_received_lsn == messages[-1].end_lsn
         assert db.slot_state(slot)[1] is not None
@@ -131,7 +131,7 @@ def test_flush_position_is_only_what_the_caller_says(db: Database) -> None:
     with ReplicationStream(db.url.url, slot, PUBLICATION) as stream:
         messages = read_messages(stream, RelationCache(), 1)
         assert isinstance(messages[0], Begin)
-        assert [m.new for m in messages if isinstance(m, Insert)] == [(2, "v2")]
+        assert [m.new for m in messages if isinstance(m, Insert)] == [{"id": 2, "v": "v2"}]
 
 
 def test_keepalives_are_answered_without_acknowledging(db: Database) -> None:
@@ -151,7 +151,7 @@ def test_keepalives_are_answered_without_acknowledging(db: Database) -> None:
         assert stream.server_wal_end > 0
         db.insert(2)
         assert [m.new for m in read_messages(stream, relations, 1) if isinstance(m, Insert)] == [
-            (2, "v2")
+            {"id": 2, "v": "v2"}
         ]
         assert db.slot_state(slot)[0] == created_lsn
 

@@ -28,13 +28,12 @@ LINE_PROFILE_ENV = "RRLAB_LINE_PROFILE"
 LINE_TARGETS_ENV = "RRLAB_LINE_TARGETS"
 STATS_SUFFIX = ".lprof"
 
-# The consumer's hot path, in the order a change travels. The pgoutput value loaders are
-# psycopg's C loaders (rrlab.replication.values), which line-profiler cannot see into.
+# The consumer's hot path, in the order a change travels. Tuples are decoded in C
+# (rrlab/replication/_tuples.c), which line-profiler cannot see into.
 CONSUMER_TARGETS = (
     "rrlab.service.consumer:Consumer._handle",
     "rrlab.replication.pgoutput:decode_message",
     "rrlab.replication.pgoutput:read_tuple",
-    "rrlab.replication.pgoutput:Relation.row",
     "rrlab.service.transactions:TransactionAssembler.change",
     "rrlab.service.transactions:TransactionAssembler.commit",
     "rrlab.service.scheduler:FlushScheduler.add_transaction",

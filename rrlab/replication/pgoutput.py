@@ -1,8 +1,8 @@
 """pgoutput (logical replication protocol v1) decoder: pure functions of message bytes.
 
 :func:`decode_message` turns one XLogData payload into a message object. Tuples are
-decoded into the columns a :class:`RelationCache` selects, typed by the column type
-OIDs (see :mod:`rrlab.replication.values`); the old tuple of an update can be skipped.
+decoded into row dicts of the columns a :class:`RelationCache` selects, typed by the column
+type OIDs (see :mod:`rrlab.replication.values`); the old tuple of an update can be skipped.
 """
 
 from __future__ import annotations
@@ -15,9 +15,18 @@ from typing import Any, NamedTuple
 from psycopg.abc import Buffer
 
 from rrlab.exceptions import ReplicationError
+from rrlab.replication._tuples import load_tuple
 from rrlab.replication._tuples import skip_tuple as _skip_tuple
-from rrlab.replication._tuples import walk_tuple
-from rrlab.replication.values import RowLoader, row_loader, text_row_loader
+from rrlab.replication.values import (
+    KIND_STR,
+    TEXT_OID,
+    TIMESTAMP_TZ,
+    TIMESTAMPTZ_TZ,
+    ValueLoader,
+    column_kinds,
+    column_loaders,
+    conversion_error,
+)
 
 _U16 = struct.Struct(">H").unpack_from
 _I32 = struct.Struct(">i").unpack_from
@@ -62,12 +71,27 @@ class Column(NamedTuple):
     is_key: bool
 
 
+class TuplePlan(NamedTuple):
+    """How the C decoder (``load_tuple`` in rrlab/replication/_tuples.c) makes a row dict
+    of a TupleData: its fields in the order the C code reads them."""
+
+    # one KIND_* (rrlab.replication.values) per column, 0 for columns not decoded
+    kinds: bytes
+    # per decoded column: its name, and its psycopg loader's load
+    names: tuple[str, ...]
+    # names → None: the C code copies it (a presized dict) and sets the non-null values
+    template: dict[str, None]
+    loaders: tuple[ValueLoader, ...]
+    timestamp_tz: Any
+    timestamptz_tz: Any
+    unchanged: Any
+
+
 @dataclass(slots=True, eq=False)
 class Relation:
     """A table as described by its latest Relation message, with its decoding plan.
 
-    Decoded tuples hold only the ``selected`` columns, in table order:
-    ``selected_names[i]`` is the name of value ``i`` and ``index`` maps a name to ``i``.
+    Decoded tuples are dicts of the ``selected_names`` columns (in table order).
     """
 
     oid: int
@@ -76,24 +100,10 @@ class Relation:
     replica_identity: str
     columns: tuple[Column, ...]
     selected_names: tuple[str, ...] = ()
-    index: dict[str, int] = field(default_factory=dict)
-    # One byte per column, 1 when it is selected: the plan of the C tuple walker
-    # (rrlab/replication/_tuples.c).
-    keep: bytes = b""
-    load: RowLoader = field(default=tuple, repr=False)
-    # selected names → None: copying it presizes a row dict (no resizes while filling)
-    template: dict[str, None] = field(default_factory=dict, repr=False)
+    plan: TuplePlan | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"Relation({self.oid}, {self.namespace}.{self.name}, {len(self.columns)} columns)"
-
-    def row(self, values: tuple[Any, ...]) -> dict[str, Any]:
-        """A decoded tuple as a dict of column name → value."""
-        if len(values) != len(self.selected_names):
-            raise ValueError(f"{len(values)} values for {len(self.selected_names)} columns")
-        row = self.template.copy()
-        row.update(zip(self.selected_names, values, strict=False))
-        return row
 
 
 class Begin(NamedTuple):
@@ -120,9 +130,12 @@ class TypeMessage(NamedTuple):
     name: str
 
 
+Row = dict[str, Any]
+
+
 class Insert(NamedTuple):
     relation: Relation
-    new: tuple[Any, ...]
+    new: Row
 
 
 class Update(NamedTuple):
@@ -130,14 +143,14 @@ class Update(NamedTuple):
     message carries an old tuple, else None; ``old`` is None when it was not decoded."""
 
     relation: Relation
-    new: tuple[Any, ...]
-    old: tuple[Any, ...] | None
+    new: Row
+    old: Row | None
     old_kind: str | None
 
 
 class Delete(NamedTuple):
     relation: Relation
-    old: tuple[Any, ...]
+    old: Row
     old_kind: str
 
 
@@ -200,16 +213,21 @@ class RelationCache:
     def add(self, relation: Relation) -> Relation:
         """Compile the decoding plan of ``relation`` and cache it (replacing its OID's entry)."""
         wanted = [c for c in relation.columns if self.columns is None or c.name in self.columns]
-        relation.selected_names = tuple(c.name for c in wanted)
-        relation.index = {name: i for i, name in enumerate(relation.selected_names)}
-        relation.template = dict.fromkeys(relation.selected_names)
-        relation.keep = bytes(
-            1 if self.columns is None or c.name in self.columns else 0 for c in relation.columns
-        )
-        relation.load = (
-            row_loader([c.type_oid for c in wanted], relation.selected_names)
-            if self.typed
-            else text_row_loader(len(wanted))
+        names = tuple(c.name for c in wanted)
+        oids = [c.type_oid for c in wanted] if self.typed else [TEXT_OID] * len(wanted)
+        kinds = iter(column_kinds(oids) if self.typed else [KIND_STR] * len(wanted))
+        relation.selected_names = names
+        relation.plan = TuplePlan(
+            kinds=bytes(
+                next(kinds) if self.columns is None or c.name in self.columns else 0
+                for c in relation.columns
+            ),
+            names=names,
+            template=dict.fromkeys(names),
+            loaders=column_loaders(oids),
+            timestamp_tz=TIMESTAMP_TZ,
+            timestamptz_tz=TIMESTAMPTZ_TZ,
+            unchanged=UNCHANGED_TOAST,
         )
         self._relations[relation.oid] = relation
         return relation
@@ -225,23 +243,16 @@ def _read_string(data: bytes, pos: int) -> tuple[str, int]:
     return data[pos:end].decode(), end + 1
 
 
-def read_tuple(data: Buffer, pos: int, relation: Relation) -> tuple[tuple[Any, ...], int]:
-    """Decode the TupleData at ``pos`` into ``relation``'s selected columns, typed.
+def read_tuple(data: Buffer, pos: int, relation: Relation) -> tuple[Row, int]:
+    """Decode the TupleData at ``pos`` into a dict of ``relation``'s selected columns, typed.
 
-    Returns the values and the position after the tuple. Unselected columns are
-    stepped over; unchanged TOAST values become :data:`UNCHANGED_TOAST`.
+    Returns the row and the position after the tuple. Unselected columns are stepped
+    over; unchanged TOAST values become :data:`UNCHANGED_TOAST`.
     """
     try:
-        raw, unchanged, pos = walk_tuple(data, pos, relation.keep)
+        return load_tuple(data, pos, relation.plan)
     except ValueError as exc:
         raise _tuple_error(relation, *exc.args) from None
-    values = relation.load(raw)
-    if unchanged:
-        patched = list(values)
-        for i in unchanged:
-            patched[i] = UNCHANGED_TOAST
-        values = tuple(patched)
-    return values, pos
 
 
 def skip_tuple(data: Buffer, pos: int) -> int:
@@ -252,11 +263,18 @@ def skip_tuple(data: Buffer, pos: int) -> int:
         raise _tuple_error(None, *exc.args) from None
 
 
-def _tuple_error(relation: Relation | None, code: str, detail: int) -> ReplicationError:
-    """The walker's ValueError(code, detail) worded for the user."""
+def _tuple_error(
+    relation: Relation | None, code: str, detail: int, *value: Any
+) -> ReplicationError:
+    """The decoder's ValueError(code, detail, ...) worded for the user."""
     table = f"{relation.namespace}.{relation.name}" if relation else "a table"
     if relation is not None and code == "count":
         return _column_count_error(relation, detail)
+    if relation is not None and code == "value":
+        name = relation.selected_names[detail]
+        column = next(c for c in relation.columns if c.name == name)
+        text, exc = value
+        return conversion_error(name, column.type_oid, text, exc)
     if code == "kind":
         return _value_kind_error(table, detail)
     return ReplicationError(f"A tuple of {table} is truncated (malformed message).")

@@ -4,13 +4,15 @@ The table is a psycopg adapters map: psycopg's own (C-accelerated) text loaders 
 by OID, with ``timestamp`` read as UTC whatever the process time zone. OIDs it does not
 know (enums, domains, user types) load as ``str``. Values are in the walsender's
 ISO date style, which :mod:`rrlab.replication.stream` sets for its session.
+:func:`column_kinds` and :func:`column_loaders` plan the C tuple decoder
+(``rrlab/replication/_tuples.c``), which must type every value as :func:`row_loader` does.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -62,6 +64,24 @@ SUPPORTED_TYPES: dict[int, str] = {
 }
 
 RowLoader = Callable[[Sequence[Buffer | None]], tuple[Any, ...]]
+ValueLoader = Callable[[bytes], Any]
+
+# How the C tuple decoder types a column's text (its KIND_* enum): str, int, bool, float
+# and timestamps in PostgreSQL's canonical output are read in C; other text of those kinds,
+# and every value of KIND_PYTHON, goes to the column's psycopg loader.
+KIND_STR, KIND_INT, KIND_BOOL, KIND_FLOAT, KIND_TIMESTAMP, KIND_TIMESTAMPTZ, KIND_PYTHON = range(
+    1, 8
+)
+_KIND_BY_OID = {
+    16: KIND_BOOL,
+    20: KIND_INT,
+    21: KIND_INT,
+    23: KIND_INT,
+    700: KIND_FLOAT,
+    701: KIND_FLOAT,
+    TIMESTAMP_OID: KIND_TIMESTAMP,
+    TIMESTAMPTZ_OID: KIND_TIMESTAMPTZ,
+}
 
 
 class _NaiveAsUtcTimestampLoader(TimestampLoader):
@@ -129,6 +149,43 @@ def _build_adapters() -> AdaptersMap:
 ADAPTERS = _build_adapters()
 
 
+def _utc_tzinfo(type_oid: int) -> tzinfo | None:
+    """The tzinfo of the UTC datetimes the ``type_oid`` loader returns, for the C decoder to
+    give its own; None when that loader does not read timestamps as UTC (psycopg then types
+    every value of the column)."""
+    midnight = load_value(type_oid, b"2000-01-01 00:00:00")
+    zone = getattr(midnight, "tzinfo", None)
+    if midnight != datetime(2000, 1, 1, tzinfo=UTC) or midnight.utcoffset():
+        return None
+    if type_oid == TIMESTAMPTZ_OID:
+        shifted = load_value(type_oid, b"2000-01-01 00:00:00+01")
+        if shifted != datetime(1999, 12, 31, 23, tzinfo=UTC) or shifted.tzinfo is not zone:
+            return None
+    return zone
+
+
+def column_kinds(type_oids: Sequence[int]) -> list[int]:
+    """The C decoder's KIND_* for columns of these types (text and unknown OIDs: str)."""
+    text_loader = ADAPTERS.get_loader(TEXT_OID, Format.TEXT)
+    kinds = []
+    for oid in type_oids:
+        kind = _KIND_BY_OID.get(oid, KIND_PYTHON)
+        if kind == KIND_PYTHON and ADAPTERS.get_loader(oid, Format.TEXT) in (None, text_loader):
+            kind = KIND_STR
+        elif (kind == KIND_TIMESTAMP and TIMESTAMP_TZ is None) or (
+            kind == KIND_TIMESTAMPTZ and TIMESTAMPTZ_TZ is None
+        ):
+            kind = KIND_PYTHON
+        kinds.append(kind)
+    return kinds
+
+
+def column_loaders(type_oids: Sequence[int]) -> tuple[ValueLoader, ...]:
+    """The psycopg loader of each column, as :func:`row_loader` would use it (its ``load``)."""
+    transformer = Transformer(ADAPTERS)
+    return tuple(transformer.get_loader(oid, Format.TEXT).load for oid in type_oids)
+
+
 def row_loader(type_oids: Sequence[int], column_names: Sequence[str] = ()) -> RowLoader:
     """A function turning one row of text values (bytes-like or None) into typed values.
 
@@ -146,11 +203,6 @@ def row_loader(type_oids: Sequence[int], column_names: Sequence[str] = ()) -> Ro
             raise _conversion_error(values, type_oids, column_names, exc) from None
 
     return load
-
-
-def text_row_loader(ncols: int) -> RowLoader:
-    """A row loader that keeps every value as ``str`` (no typing)."""
-    return row_loader([TEXT_OID] * ncols)
 
 
 def load_value(type_oid: int, text: Buffer | None) -> Any:
@@ -172,9 +224,18 @@ def _conversion_error(
             transformer.load_sequence([value])
         except Exception as column_exc:
             name = column_names[index] if index < len(column_names) else f"#{index}"
-            shown = bytes(value or b"")[:80].decode(errors="replace")
-            type_name = SUPPORTED_TYPES.get(oid, f"OID {oid}")
-            return ReplicationError(
-                f"Cannot convert column {name!r} ({type_name}) value {shown!r}: {column_exc}"
-            )
+            return conversion_error(name, oid, value, column_exc)
     return ReplicationError(f"Cannot convert a replicated row: {exc}")
+
+
+def conversion_error(
+    name: str, type_oid: int, value: Buffer | None, exc: Exception
+) -> ReplicationError:
+    """The error for a column value its type's loader refused with ``exc``."""
+    shown = bytes(value or b"")[:80].decode(errors="replace")
+    type_name = SUPPORTED_TYPES.get(type_oid, f"OID {type_oid}")
+    return ReplicationError(f"Cannot convert column {name!r} ({type_name}) value {shown!r}: {exc}")
+
+
+TIMESTAMP_TZ = _utc_tzinfo(TIMESTAMP_OID)
+TIMESTAMPTZ_TZ = _utc_tzinfo(TIMESTAMPTZ_OID)

@@ -326,21 +326,22 @@ class Consumer:
         kind = type(message)
         if kind is Insert:
             self.records += 1
-            self.assembler.change("insert", message.relation.row(message.new))
+            self.assembler.change("insert", message.new)
         elif kind is Update:
             self.records += 1
             new = message.new
-            if message.old_kind == "O" and UNCHANGED_TOAST in new:
+            if message.old_kind == "O" and UNCHANGED_TOAST in new.values():
                 # TOASTed values the update did not touch come only in the old tuple
                 full = decode_message(payload, self.relations, decode_old=True)
-                new = tuple(
-                    o if n is UNCHANGED_TOAST else n
-                    for n, o in zip(full.new, full.old, strict=True)
-                )
-            self.assembler.change("update", message.relation.row(new))
+                old = full.old
+                new = {
+                    name: old[name] if value is UNCHANGED_TOAST else value
+                    for name, value in full.new.items()
+                }
+            self.assembler.change("update", new)
         elif kind is Delete:
             self.records += 1
-            self.assembler.change("delete", message.relation.row(message.old))
+            self.assembler.change("delete", message.old)
         elif kind is Begin:
             self.assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
         elif kind is Commit:
