@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any, NamedTuple
 
 from psycopg.abc import Buffer
@@ -18,7 +19,6 @@ from rrlab.exceptions import ReplicationError
 from rrlab.replication._tuples import load_tuple
 from rrlab.replication._tuples import skip_tuple as _skip_tuple
 from rrlab.replication.values import (
-    KIND_STR,
     TEXT_OID,
     TIMESTAMP_TZ,
     TIMESTAMPTZ_TZ,
@@ -77,13 +77,16 @@ class TuplePlan(NamedTuple):
 
     # one KIND_* (rrlab.replication.values) per column, 0 for columns not decoded
     kinds: bytes
-    # per decoded column: its name, and its psycopg loader's load
+    # the decoded columns' names
     names: tuple[str, ...]
     # names → None: the C code copies it (a presized dict) and sets the non-null values
     template: dict[str, None]
+    # per decoded column, its psycopg loader's load: for text the C code does not read
     loaders: tuple[ValueLoader, ...]
-    timestamp_tz: Any
-    timestamptz_tz: Any
+    # the tzinfo psycopg gives UTC datetimes of timestamp and timestamptz columns
+    timestamp_tz: tzinfo | None
+    timestamptz_tz: tzinfo | None
+    # the value of an unchanged TOAST column: UNCHANGED_TOAST
     unchanged: Any
 
 
@@ -215,13 +218,10 @@ class RelationCache:
         wanted = [c for c in relation.columns if self.columns is None or c.name in self.columns]
         names = tuple(c.name for c in wanted)
         oids = [c.type_oid for c in wanted] if self.typed else [TEXT_OID] * len(wanted)
-        kinds = iter(column_kinds(oids) if self.typed else [KIND_STR] * len(wanted))
+        kind_of = dict(zip(names, column_kinds(oids), strict=True))
         relation.selected_names = names
         relation.plan = TuplePlan(
-            kinds=bytes(
-                next(kinds) if self.columns is None or c.name in self.columns else 0
-                for c in relation.columns
-            ),
+            kinds=bytes(kind_of.get(c.name, 0) for c in relation.columns),
             names=names,
             template=dict.fromkeys(names),
             loaders=column_loaders(oids),

@@ -154,14 +154,16 @@ def _utc_tzinfo(type_oid: int) -> tzinfo | None:
     give its own; None when that loader does not read timestamps as UTC (psycopg then types
     every value of the column)."""
     midnight = load_value(type_oid, b"2000-01-01 00:00:00")
-    zone = getattr(midnight, "tzinfo", None)
     if midnight != datetime(2000, 1, 1, tzinfo=UTC) or midnight.utcoffset():
         return None
     if type_oid == TIMESTAMPTZ_OID:
         shifted = load_value(type_oid, b"2000-01-01 00:00:00+01")
-        if shifted != datetime(1999, 12, 31, 23, tzinfo=UTC) or shifted.tzinfo is not zone:
+        if (
+            shifted != datetime(1999, 12, 31, 23, tzinfo=UTC)
+            or shifted.tzinfo is not midnight.tzinfo
+        ):
             return None
-    return zone
+    return midnight.tzinfo
 
 
 def column_kinds(type_oids: Sequence[int]) -> list[int]:
