@@ -28,8 +28,9 @@ LINE_PROFILE_ENV = "RRLAB_LINE_PROFILE"
 LINE_TARGETS_ENV = "RRLAB_LINE_TARGETS"
 STATS_SUFFIX = ".lprof"
 
-# The consumer's hot path, in the order a change travels. Tuples are decoded in C
-# (rrlab/replication/_tuples.c), which line-profiler cannot see into.
+# The consumer's hot path, in the order a change travels. Tuples are decoded and rows built
+# in C (rrlab/replication/_tuples.c; transform's task_run_row and payload_row,
+# rrlab/service/_task_row.c), which line-profiler cannot see into.
 CONSUMER_TARGETS = (
     "rrlab.service.consumer:Consumer._handle",
     "rrlab.replication.pgoutput:decode_message",
@@ -42,8 +43,6 @@ CONSUMER_TARGETS = (
     "rrlab.service.scheduler:FlushScheduler._add",
     "rrlab.service.flusher:Flusher.prepare",
     "rrlab.service.flusher:Flusher.send",
-    "rrlab.service.transform:task_run_row",
-    "rrlab.service.transform:payload_row",
     "rrlab.service.sinks:encode_row",
 )
 PRODUCER_TARGETS = (
@@ -115,7 +114,7 @@ def _resolve(spec: str) -> tuple[Any, str, Any]:
     if not module_name or not qualname:
         raise ConfigError(
             f"Line profile target {spec!r} is not module:function "
-            "(e.g. rrlab.service.transform:task_run_row)."
+            "(e.g. rrlab.service.transform:sort_task_rows)."
         )
     main = sys.modules.get("__main__")
     main_spec = getattr(main, "__spec__", None)
