@@ -473,7 +473,7 @@ def _check_whole(instance: Any, path: str) -> None:
             if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$", target):
                 raise ConfigError(
                     f"profiling.line_targets entry {target!r} is not module:function "
-                    "(e.g. rrlab.service.transform:payload_row)."
+                    "(e.g. rrlab.service.transform:sort_task_rows)."
                 )
 
 

@@ -1,6 +1,7 @@
-"""transform.task_run_row (C, rrlab/service/_task_row.c) against its Python statement, the
-oracle: same cells, same types, same errors, the run read in the same order, for generated
-runs of every shape (absent, None, falsy and odd values, datetimes of every kind)."""
+"""transform.task_run_row and payload_row (C, rrlab/service/_task_row.c) against their Python
+statements, the oracles: same cells, same types, same errors, the run read in the same order,
+for generated runs of every shape (absent, None, falsy and odd values, datetimes of every
+kind)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 
 from rrlab.service.events import ChangeEvent
 from rrlab.service.fingerprint import FINGERPRINTED_STATUSES
-from rrlab.service.transform import TASK_RUN_COLUMNS, task_run_row
-from tests.fixtures.task_run_row_oracle import oracle_task_run_row
+from rrlab.service.transform import PAYLOAD_COLUMNS, TASK_RUN_COLUMNS, payload_row, task_run_row
+from tests.fixtures.task_run_row_oracle import oracle_payload_row, oracle_task_run_row
 from tests.test_transform import full_run
 
 ABSENT = object()
@@ -26,7 +27,7 @@ ABSENT = object()
 REQUIRED_KEYS = (
     "runtimeEnvironmentId", "organizationId", "projectId", "id", "updatedAt", "createdAt",
     "status", "environmentType", "friendlyId", "engine", "taskIdentifier", "queue", "spanId",
-    "traceId",
+    "traceId", "payload", "payloadType",
 )  # fmt: skip
 DATETIME_KEYS = (
     "updatedAt", "createdAt", "queueTimestamp", "completedAt", "startedAt", "executedAt",
@@ -218,12 +219,15 @@ def random_run(rng: random.Random, chaos: float) -> dict[str, Any]:
     for key in DATETIME_KEYS:
         run[key] = rng.choice([random_datetime(rng), rng.choice(list(boundary_datetimes()))])
     output, output_type = output_pair(rng, chaos)
+    payload, payload_type = output_pair(rng, chaos)
     pending = "EXTERNAL_DEPLOYMENT_PENDING"
     run.update(
         status=status_value(rng, chaos),
         error=error_value(rng),
         output=output,
         outputType=output_type,
+        payload=payload,
+        payloadType=payload_type,
         annotations=annotations_value(rng),
         idempotencyKeyOptions=key_options_value(rng),
         masterQueue=master_queue_value(rng, chaos),
@@ -285,16 +289,22 @@ def outcome(build: Callable[..., list[Any]], event: Any, **options: Any) -> Any:
         return type(exc), exc.args
 
 
-def assert_same_outcome(event: Any, **options: Any) -> Any:
-    expected = outcome(oracle_task_run_row, event, **options)
-    actual = outcome(task_run_row, event, **options)
+def assert_same_outcome(
+    event: Any,
+    build: Callable[..., list[Any]] = task_run_row,
+    oracle: Callable[..., list[Any]] = oracle_task_run_row,
+    columns: tuple[str, ...] = TASK_RUN_COLUMNS,
+    **options: Any,
+) -> Any:
+    expected = outcome(oracle, event, **options)
+    actual = outcome(build, event, **options)
     if type(expected) is tuple:
         assert actual == expected, f"C: {actual!r}, Python: {expected!r}"
     else:
-        assert type(actual) is list and len(actual) == len(TASK_RUN_COLUMNS)
+        assert type(actual) is list and len(actual) == len(columns)
         differing = [
             (column, c, python)
-            for column, c, python in zip(TASK_RUN_COLUMNS, actual, expected, strict=True)
+            for column, c, python in zip(columns, actual, expected, strict=True)
             if not same(c, python)
         ]
         assert not differing, differing
@@ -310,6 +320,16 @@ def test_generated_runs_give_the_python_rows_and_errors() -> None:
         rows += type(expected) is list
         errors += type(expected) is tuple
     assert rows > 1_500 and errors > 500  # both kinds of outcome are well exercised
+
+
+def test_generated_runs_give_the_python_payload_rows_and_errors() -> None:
+    rng = random.Random(20261128)
+    outcomes = [
+        assert_same_outcome(random_event(rng), payload_row, oracle_payload_row, PAYLOAD_COLUMNS)
+        for _ in range(3_000)
+    ]
+    rows = sum(type(expected) is list for expected in outcomes)
+    assert 1_500 < rows < len(outcomes) - 300
 
 
 @pytest.mark.parametrize("moment", list(dict.fromkeys(boundary_datetimes())), ids=str)
@@ -408,9 +428,19 @@ def test_the_run_is_read_in_the_python_order(mapping: str) -> None:
         assert type(outcomes[0]) is type(outcomes[1]) is list
 
 
-def test_signature_is_the_python_signature() -> None:
+def test_the_payload_row_reads_only_run_items_in_the_python_order() -> None:
+    logs: list[list[tuple[str, str]]] = [[], []]
+    for log, build in zip(logs, (payload_row, oracle_payload_row), strict=True):
+        build(ChangeEvent("insert", RecordingRun(full_run(), log), 1))
+    assert logs[0] == logs[1] == [
+        ("item", "id"), ("item", "createdAt"), ("item", "payload"), ("item", "payloadType")
+    ]  # fmt: skip
+
+
+def test_signatures_are_the_python_signatures() -> None:
     event = ChangeEvent("insert", full_run(), 1)
     assert same(task_run_row(event=event), oracle_task_run_row(event=event))
+    assert same(payload_row(event=event), oracle_payload_row(event=event))
     assert same(
         task_run_row(event, fingerprinting=False), oracle_task_run_row(event, fingerprinting=False)
     )
@@ -420,8 +450,14 @@ def test_signature_is_the_python_signature() -> None:
         lambda build: build(event, fingerprint=True),
         lambda build: build(event, event=event),
     ):
-        with pytest.raises(TypeError) as c_error:
-            call(task_run_row)
-        with pytest.raises(TypeError) as python_error:
-            call(oracle_task_run_row)
-        assert str(c_error.value) == str(python_error.value).replace("oracle_", "")
+        for build, oracle in (
+            (task_run_row, oracle_task_run_row),
+            (payload_row, oracle_payload_row),
+        ):
+            with pytest.raises(TypeError) as c_error:
+                call(build)
+            with pytest.raises(TypeError) as python_error:
+                call(oracle)
+            assert str(c_error.value) == str(python_error.value).replace("oracle_", "")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'fingerprinting'"):
+        payload_row(event, fingerprinting=True)

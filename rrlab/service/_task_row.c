@@ -1,4 +1,5 @@
-/* The task_runs_v2 row of a change in C: the consumer builds one per replicated row.
+/* The task_runs_v2 row (and raw_task_runs_payload_v1 row) of a change in C: the consumer
+ * builds one per replicated row.
  *
  * In Python (one flat list display of ~60 dict gets, 10 datetime → epoch ms conversions and
  * `or ""` defaults) it cost ~19% of the consumer's CPU. This is the same function statement
@@ -38,7 +39,8 @@ static PyObject *k_queue_timestamp, *k_completed_at, *k_started_at, *k_executed_
     *k_cli_version, *k_machine_preset, *k_root_task_run_id, *k_parent_task_run_id,
     *k_span_id, *k_trace_id, *k_idempotency_key, *k_ttl, *k_is_test, *k_concurrency_key,
     *k_region, *k_plan_type, *k_max_duration_in_seconds, *k_trigger_source,
-    *k_trigger_action, *k_root_trigger_source, *k_task_kind, *k_external_deployment_id;
+    *k_trigger_action, *k_root_trigger_source, *k_task_kind, *k_external_deployment_id,
+    *k_payload, *k_payload_type;
 static PyObject *zero, *one; /* the small ints 0 and 1 */
 
 #define TASK_RUN_COLUMN_COUNT 56
@@ -47,7 +49,7 @@ static PyObject *zero, *one; /* the small ints 0 and 1 */
  * run no Python code for str keys); anything else through its own get and __getitem__. */
 typedef struct {
     PyObject *run;
-    PyObject *get; /* run.get, NULL for an exact dict */
+    PyObject *get; /* run.get, NULL for an exact dict (and where only run[key] is read) */
 } source;
 
 /* run.get(key): a new reference (None when absent), NULL with an error set. */
@@ -62,7 +64,7 @@ static PyObject *run_get(const source *src, PyObject *key) {
 
 /* run[key]: a new reference, NULL with an error set (KeyError(key) for an absent key). */
 static PyObject *run_item(const source *src, PyObject *key) {
-    if (src->get == NULL) {
+    if (PyDict_CheckExact(src->run)) {
         PyObject *value = PyDict_GetItemWithError(src->run, key);
         if (value == NULL) {
             if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, key);
@@ -420,44 +422,89 @@ done:
     return row;
 }
 
+/* The arguments of `name(event)` or, when fingerprinting is not NULL,
+ * `name(event, *, fingerprinting=True)`, checked as Python checks a call of that def.
+ * 0, or -1 with the TypeError Python would raise. */
+static int event_arguments(const char *name, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames, PyObject **event, PyObject **fingerprinting) {
+    if (json_column == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s() before bind()", name);
+        return -1;
+    }
+    if (nargs > 1) {
+        PyErr_Format(PyExc_TypeError, "%s() takes 1 positional argument but %zd were given",
+                     name, nargs);
+        return -1;
+    }
+    *event = nargs == 1 ? args[0] : NULL;
+    Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < keywords; i++) {
+        PyObject *keyword = PyTuple_GET_ITEM(kwnames, i);
+        if (fingerprinting != NULL && PyUnicode_Compare(keyword, s_fingerprinting) == 0) {
+            *fingerprinting = args[nargs + i];
+        } else if (PyUnicode_Compare(keyword, s_event) != 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", name,
+                         keyword);
+            return -1;
+        } else if (*event != NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument 'event'", name);
+            return -1;
+        } else {
+            *event = args[nargs + i];
+        }
+    }
+    if (*event == NULL) {
+        PyErr_Format(PyExc_TypeError, "%s() missing 1 required positional argument: 'event'",
+                     name);
+        return -1;
+    }
+    return 0;
+}
+
 /* task_run_row(event, *, fingerprinting=True) -> list: transform.task_run_row. */
 static PyObject *task_run_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    if (json_column == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "task_run_row() before bind()");
-        return NULL;
-    }
-    PyObject *event = nargs >= 1 ? args[0] : NULL;
-    PyObject *fingerprinting = Py_True;
-    if (nargs > 1) {
-        PyErr_Format(PyExc_TypeError,
-                     "task_run_row() takes 1 positional argument but %zd were given", nargs);
-        return NULL;
-    }
-    Py_ssize_t keywords = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
-    for (Py_ssize_t i = 0; i < keywords; i++) {
-        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
-        PyObject *value = args[nargs + i];
-        if (PyUnicode_Compare(name, s_fingerprinting) == 0) {
-            fingerprinting = value;
-        } else if (PyUnicode_Compare(name, s_event) == 0 && event == NULL) {
-            event = value;
-        } else if (PyUnicode_Compare(name, s_event) == 0) {
-            PyErr_SetString(PyExc_TypeError,
-                            "task_run_row() got multiple values for argument 'event'");
-            return NULL;
-        } else {
-            PyErr_Format(PyExc_TypeError,
-                         "task_run_row() got an unexpected keyword argument '%S'", name);
-            return NULL;
-        }
-    }
-    if (event == NULL) {
-        PyErr_SetString(PyExc_TypeError,
-                        "task_run_row() missing 1 required positional argument: 'event'");
+    PyObject *event, *fingerprinting = Py_True;
+    if (event_arguments("task_run_row", args, nargs, kwnames, &event, &fingerprinting) < 0) {
         return NULL;
     }
     return build_row(event, fingerprinting);
+}
+
+/* payload_row(event) -> list: transform.payload_row,
+ * [run["id"], (run["createdAt"] - epoch) // one_ms, json_column(run["payload"],
+ * run["payloadType"])], evaluated in that order (run.get is never read). */
+static PyObject *payload_row(PyObject *module, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames) {
+    PyObject *event;
+    if (event_arguments("payload_row", args, nargs, kwnames, &event, NULL) < 0) return NULL;
+    source src = {PyObject_GetAttr(event, s_run), NULL};
+    if (src.run == NULL) return NULL;
+    PyObject *row = NULL, *run_id = NULL, *created_at = NULL, *payload = NULL,
+             *payload_type = NULL, *created_ms = NULL;
+    if ((run_id = run_item(&src, k_id)) == NULL) goto done;
+    if ((created_at = run_item(&src, k_created_at)) == NULL) goto done;
+    if ((created_ms = epoch_ms(created_at)) == NULL) goto done;
+    if ((payload = run_item(&src, k_payload)) == NULL) goto done;
+    if ((payload_type = run_item(&src, k_payload_type)) == NULL) goto done;
+    PyObject *cell = PyObject_CallFunctionObjArgs(json_column, payload, payload_type, NULL);
+    if (cell == NULL) goto done;
+    row = PyList_New(3);
+    if (row == NULL) {
+        Py_DECREF(cell);
+        goto done;
+    }
+    PyList_SET_ITEM(row, 0, Py_NewRef(run_id));
+    PyList_SET_ITEM(row, 1, Py_NewRef(created_ms));
+    PyList_SET_ITEM(row, 2, cell);
+done:
+    Py_XDECREF(run_id);
+    Py_XDECREF(created_at);
+    Py_XDECREF(created_ms);
+    Py_XDECREF(payload);
+    Py_XDECREF(payload_type);
+    Py_DECREF(src.run);
+    return row;
 }
 
 /* bind(json_column, run_error_fingerprint, fingerprinted_statuses, annotation_sources,
@@ -484,6 +531,9 @@ static PyMethodDef methods[] = {
      METH_FASTCALL | METH_KEYWORDS,
      "task_run_row(event, *, fingerprinting=True) -> list: the task_runs_v2 row of an event, "
      "in TASK_RUN_COLUMNS order"},
+    {"payload_row", (PyCFunction)(void (*)(void))payload_row, METH_FASTCALL | METH_KEYWORDS,
+     "payload_row(event) -> list: the raw_task_runs_payload_v1 row of an insert event, in "
+     "PAYLOAD_COLUMNS order"},
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL,
      "bind(json_column, run_error_fingerprint, fingerprinted_statuses, annotation_sources, "
      "external_deployment_id): the Python values task_run_row uses"},
@@ -491,7 +541,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_task_row", "The task_runs_v2 row of a change (C).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_task_row", "The ClickHouse rows of a change (C).", -1, methods,
 };
 
 static int intern_all(void) {
@@ -532,7 +582,8 @@ static int intern_all(void) {
         {&k_max_duration_in_seconds, "maxDurationInSeconds"},
         {&k_trigger_source, "triggerSource"}, {&k_trigger_action, "triggerAction"},
         {&k_root_trigger_source, "rootTriggerSource"}, {&k_task_kind, "taskKind"},
-        {&k_external_deployment_id, "externalDeploymentId"},
+        {&k_external_deployment_id, "externalDeploymentId"}, {&k_payload, "payload"},
+        {&k_payload_type, "payloadType"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].slot = PyUnicode_InternFromString(names[i].text);

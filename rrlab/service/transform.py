@@ -129,7 +129,7 @@ class _TaskRunRow(Protocol):
     def __call__(self, event: ChangeEvent, *, fingerprinting: bool = True) -> list[Any]: ...
 
 
-# The Python helpers the C row builder calls for the cells it does not compute itself.
+# The Python helpers the C row builders call for the cells they do not compute themselves.
 _task_row.bind(
     json_column,
     run_error_fingerprint,
@@ -140,18 +140,14 @@ _task_row.bind(
 task_run_row: _TaskRunRow = _task_row.task_run_row
 """``task_run_row(event, *, fingerprinting=True)``: the task_runs_v2 row of an event, in
 :data:`TASK_RUN_COLUMNS` order. In C (``_task_row.c``; one call per replicated row, it cost
-~19% of the consumer's CPU in Python); tests/task_run_row_oracle.py is the Python statement
-of it that the tests hold it to, values and errors alike."""
+~19% of the consumer's CPU in Python); tests/fixtures/task_run_row_oracle.py is the Python
+statement of it that the tests hold it to, values and errors alike."""
 
 
-def payload_row(event: ChangeEvent) -> list[Any]:
-    """The raw_task_runs_payload_v1 row of an insert event, in :data:`PAYLOAD_COLUMNS` order."""
-    run = event.run
-    return [
-        run["id"],
-        (run["createdAt"] - _EPOCH) // _ONE_MS,
-        json_column(run["payload"], run["payloadType"]),
-    ]
+payload_row: Callable[[ChangeEvent], list[Any]] = _task_row.payload_row
+"""``payload_row(event)``: the raw_task_runs_payload_v1 row of an insert event, in
+:data:`PAYLOAD_COLUMNS` order. In C too (``_task_row.c``), held to
+tests/fixtures/task_run_row_oracle.py likewise."""
 
 
 SortKey = tuple[Any, ...] | list[Any]
