@@ -110,10 +110,12 @@ def random_datetime(rng: random.Random, days: int = 0) -> datetime:
 
 
 def odd_datetime(rng: random.Random) -> Any:
-    """A datetime-ish value the C fast path must leave to Python's operators."""
+    """A datetime-ish value other than a plain UTC datetime: all but the first take Python's
+    operators in C."""
     moment = random_datetime(rng, days=2)  # room for the zone offsets
     return rng.choice(
         [
+            moment.replace(fold=1),  # UTC: the C computation, which ignores fold as Python does
             moment.replace(tzinfo=None),  # naive: TypeError
             moment.astimezone(PLUS_5),
             moment.replace(tzinfo=BERLIN, fold=rng.randint(0, 1)),

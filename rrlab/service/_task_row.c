@@ -45,8 +45,10 @@ static PyObject *zero, *one; /* the small ints 0 and 1 */
 
 #define TASK_RUN_COLUMN_COUNT 56
 
-/* The run mapping: an exact dict is read directly (dict.get and dict[key] are lookups that
- * run no Python code for str keys); anything else through its own get and __getitem__. */
+/* The run mapping: an exact dict is read directly (what dict.get and dict[key] do, without
+ * a method call); anything else through its own get and __getitem__. Every value read is
+ * held as a new reference: Python code run later (a value's __bool__, json_column) cannot
+ * free it. */
 typedef struct {
     PyObject *run;
     PyObject *get; /* run.get, NULL for an exact dict (and where only run[key] is read) */
@@ -98,7 +100,8 @@ static int64_t days_from_civil(int64_t year, int64_t month, int64_t day) {
  * zones, naive datetimes, subclasses, non-datetimes) takes the Python operators, so the
  * result or the error is theirs. */
 static PyObject *epoch_ms(PyObject *value) {
-    if (PyDateTime_CheckExact(value) && PyDateTime_DATE_GET_TZINFO(value) == PyDateTime_TimeZone_UTC) {
+    if (PyDateTime_CheckExact(value) &&
+        PyDateTime_DATE_GET_TZINFO(value) == PyDateTime_TimeZone_UTC) {
         int64_t days = days_from_civil(PyDateTime_GET_YEAR(value), PyDateTime_GET_MONTH(value),
                                        PyDateTime_GET_DAY(value));
         int64_t seconds = days * 86400 + PyDateTime_DATE_GET_HOUR(value) * 3600 +
