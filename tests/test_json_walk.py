@@ -102,6 +102,29 @@ def js_float_oracle(number: float) -> int | float:
     return number
 
 
+def reads_alike_oracle(value: Any, depth: int, max_depth: int) -> bool:
+    """values._orjson_reads_alike as it was in Python (max_depth was ORJSON_MAX_DEPTH)."""
+    kind = type(value)
+    if kind is float:
+        return not (value.is_integer() and abs(value) >= ORJSON_FLOAT_INTS)
+    if kind is not dict and kind is not list:
+        return True
+    if depth >= max_depth:
+        return False
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if (kind is float or kind is dict or kind is list) and not reads_alike_oracle(
+            item, depth + 1, max_depth
+        ):
+            return False
+    return True
+
+
+def reads_alike(value: Any, max_depth: int = ORJSON_MAX_DEPTH) -> bool:
+    """The C function as the decoder's json/jsonb loader calls it."""
+    return _json_walk.orjson_reads_alike(value, max_depth, ORJSON_FLOAT_INTS)
+
+
 def js_numbers(value: Any, max_depth: int = ORJSON_MAX_DEPTH) -> Any:
     """The C function as parse_json calls it."""
     return _json_walk.js_numbers(value, max_depth, _MAX_SAFE_INTEGER, ORJSON_FLOAT_INTS)
@@ -422,3 +445,82 @@ def test_parse_json_of_random_documents_follows_the_stdlib_rules() -> None:
         document = random_value(rng, 6, json_leaf)
         text = json.dumps(document)
         assert same_value(parse_json(text), reference_parse(text)), text
+
+
+def test_orjson_reads_alike_matches_the_python_it_replaced() -> None:
+    rng = random.Random(13)
+    outcomes = {True: 0, False: 0}
+    for _ in range(5_000):
+        document = random_value(rng, 6, number_leaf)
+        max_depth = rng.randint(0, 7)
+        expected = reads_alike_oracle(document, 0, max_depth)
+        assert reads_alike(document, max_depth) is expected, (document, max_depth)
+        outcomes[expected] += 1
+    assert min(outcomes.values()) > 500  # both answers well exercised
+
+
+@pytest.mark.parametrize(
+    ("number", "alike"),
+    [
+        (0.0, True),
+        (-0.0, True),
+        (0.5, True),
+        (2.0**53, True),
+        (2.0**63 - 1024, True),
+        (-(2.0**63 - 1024), True),
+        (2.0**63, False),
+        (-(2.0**63), False),
+        (2.0**64, False),
+        (1e300, False),
+        (1.5e300, False),
+        (math.nan, True),
+        (math.inf, True),
+        (-math.inf, True),
+        (Real(2.0**63), True),  # subclasses are not looked at
+    ],
+)
+def test_orjson_reads_alike_float_rule(number: float, alike: bool) -> None:
+    for wrap in (lambda x: x, lambda x: [0, x, "s"], lambda x: {"a": {"b": [None, x]}}):
+        assert reads_alike(wrap(number)) is alike
+        assert reads_alike_oracle(wrap(number), 0, ORJSON_MAX_DEPTH) is alike
+
+
+def test_orjson_reads_alike_looks_at_exact_dict_values_and_lists_only() -> None:
+    big = 2.0**63
+    for document in (
+        [Items([big])],
+        {"k": Mapping(a=big)},
+        [(big,)],
+        {big: 1},  # keys are not looked at
+        [Text("x"), Number(1), b"x", {1, 2}, None, True],
+    ):
+        assert reads_alike(document) is True
+        assert reads_alike_oracle(document, 0, ORJSON_MAX_DEPTH) is True
+    assert reads_alike({big: [big]}) is False
+    assert reads_alike([[], {}, [{"deep": [1, 2, {"x": big}]}]]) is False
+
+
+@pytest.mark.parametrize("make", [to_list, to_dict])
+def test_orjson_reads_alike_depth_limit(make: Callable[[Any], Any]) -> None:
+    # nest(k) has containers at levels 0 .. k-1: one at level ORJSON_MAX_DEPTH is refused
+    for levels, alike in [(ORJSON_MAX_DEPTH - 1, True), (ORJSON_MAX_DEPTH, True)]:
+        assert reads_alike(nest(levels, make)) is alike
+    assert reads_alike(nest(ORJSON_MAX_DEPTH + 1, make)) is False
+    assert reads_alike_oracle(nest(ORJSON_MAX_DEPTH + 1, make), 0, ORJSON_MAX_DEPTH) is False
+    assert reads_alike([], 0) is False
+    assert reads_alike(1.5, 0) is True
+    text = "[" * ORJSON_MAX_DEPTH + "]" * ORJSON_MAX_DEPTH  # the deepest orjson reads here
+    assert reads_alike(orjson.loads(text)) is True
+    assert reads_alike(orjson.loads("[" + text + "]")) is False
+
+
+def test_orjson_reads_alike_past_the_recursion_limit_raises_recursion_error() -> None:
+    with pytest.raises(RecursionError):
+        reads_alike(nest(200_000, to_list), 10**9)
+
+
+def test_orjson_reads_alike_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError):
+        _json_walk.orjson_reads_alike([], ORJSON_MAX_DEPTH)
+    with pytest.raises(TypeError):
+        _json_walk.orjson_reads_alike([], "deep", ORJSON_FLOAT_INTS)

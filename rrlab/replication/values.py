@@ -23,6 +23,7 @@ from psycopg.pq import Format
 from psycopg.types.datetime import TimestampLoader
 
 from rrlab.exceptions import ReplicationError
+from rrlab.service._json_walk import orjson_reads_alike
 from rrlab.service.json_values import ORJSON_FLOAT_INTS, ORJSON_MAX_DEPTH
 
 TEXT_OID = 25
@@ -118,24 +119,11 @@ class _JsonLoader(Loader):
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
             return json.loads(bytes(data))
-        return value if _orjson_reads_alike(value, 0) else json.loads(bytes(data))
-
-
-def _orjson_reads_alike(value: Any, depth: int) -> bool:
-    kind = type(value)
-    if kind is float:
-        return not (value.is_integer() and abs(value) >= ORJSON_FLOAT_INTS)
-    if kind is not dict and kind is not list:
-        return True
-    if depth >= ORJSON_MAX_DEPTH:
-        return False
-    for item in value.values() if kind is dict else value:
-        kind = type(item)
-        if (kind is float or kind is dict or kind is list) and not _orjson_reads_alike(
-            item, depth + 1
-        ):
-            return False
-    return True
+        # orjson_reads_alike (C) looks for integral floats of abs >= ORJSON_FLOAT_INTS and
+        # dicts/lists nested ORJSON_MAX_DEPTH levels deep (the document being level 0)
+        if orjson_reads_alike(value, ORJSON_MAX_DEPTH, ORJSON_FLOAT_INTS):
+            return value
+        return json.loads(bytes(data))
 
 
 def _build_adapters() -> AdaptersMap:

@@ -1,10 +1,12 @@
-/* The two JSON value walks of the consumer's hot path in C.
+/* The JSON value walks of the consumer's hot path in C.
  *
  * is_plain decides whether orjson writes a row exactly like the stdlib encoder (sinks);
  * js_numbers applies JavaScript's number rules to a document fresh from orjson.loads
- * (json_values). In Python they cost ~12% and several % of the consumer's CPU. Both
- * look at exact types only, so no Python code runs during a walk except, in js_numbers,
- * the hash of a non-str dict key whose float value is rewritten.
+ * (json_values); orjson_reads_alike decides whether orjson read a json/jsonb column as
+ * json.loads would (the decoder's loader, rrlab/replication/values.py). In Python they
+ * cost ~12%, several % and ~0.5 us per json value of the consumer's CPU. All look at exact
+ * types only, so no Python code runs during a walk except, in js_numbers, the hash of a
+ * non-str dict key whose float value is rewritten.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -199,12 +201,72 @@ static PyObject *js_numbers(PyObject *module, PyObject *const *args, Py_ssize_t 
     return Py_NewRef(value);
 }
 
+/* The limits of orjson_reads_alike, passed in by values.py (json_values defines them). */
+typedef struct {
+    Py_ssize_t max_depth;
+    double float_ints;
+} alike_limits;
+
+/* 1 if orjson reads value, at nesting level depth, as the stdlib would; 0 if it may not;
+ * -1 with RecursionError set. */
+static int alike_value(PyObject *value, Py_ssize_t depth, const alike_limits *limits) {
+    PyTypeObject *kind = Py_TYPE(value);
+    if (kind == &PyFloat_Type) {
+        /* an integral float this large may be an integer literal the stdlib keeps exact */
+        double x = PyFloat_AS_DOUBLE(value);
+        return !(isfinite(x) && floor(x) == x && fabs(x) >= limits->float_ints);
+    }
+    if (kind != &PyDict_Type && kind != &PyList_Type) return 1;
+    if (depth >= limits->max_depth) return 0;
+    if (Py_EnterRecursiveCall(" in orjson_reads_alike")) return -1;
+    int alike = 1;
+    if (kind == &PyDict_Type) {
+        Py_ssize_t pos = 0;
+        PyObject *key, *item;
+        while (alike == 1 && PyDict_Next(value, &pos, &key, &item)) {
+            alike = alike_value(item, depth + 1, limits);
+        }
+    } else {
+        for (Py_ssize_t i = 0; alike == 1 && i < PyList_GET_SIZE(value); i++) {
+            alike = alike_value(PyList_GET_ITEM(value, i), depth + 1, limits);
+        }
+    }
+    Py_LeaveRecursiveCall();
+    return alike;
+}
+
+/* orjson_reads_alike(value, max_depth, float_ints) -> bool
+ *
+ * value: a document fresh from orjson.loads. False when orjson may have read it differently
+ * from json.loads: it holds an integral float of abs >= float_ints (orjson reads integer
+ * literals beyond 64 bits as floats), or a dict/list at nesting level >= max_depth (the
+ * value is level 0). Only exact floats, dicts (their values) and lists are looked at.
+ * Nesting past the interpreter's recursion limit raises RecursionError.
+ */
+static PyObject *orjson_reads_alike(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError,
+                        "orjson_reads_alike(value, max_depth, float_ints) takes 3 arguments");
+        return NULL;
+    }
+    alike_limits limits;
+    limits.max_depth = PyLong_AsSsize_t(args[1]);
+    if (limits.max_depth == -1 && PyErr_Occurred()) return NULL;
+    limits.float_ints = PyFloat_AsDouble(args[2]);
+    if (limits.float_ints == -1.0 && PyErr_Occurred()) return NULL;
+    int alike = alike_value(args[0], 0, &limits);
+    return alike < 0 ? NULL : PyBool_FromLong(alike);
+}
+
 static PyMethodDef methods[] = {
     {"is_plain", (PyCFunction)(void (*)(void))is_plain, METH_FASTCALL,
      "is_plain(values) -> bool: orjson writes these values exactly like the stdlib encoder"},
     {"js_numbers", (PyCFunction)(void (*)(void))js_numbers, METH_FASTCALL,
      "js_numbers(value, max_depth, max_safe_integer, float_ints) -> value (floats rewritten "
      "in place as JavaScript numbers; raises StdlibOnly)"},
+    {"orjson_reads_alike", (PyCFunction)(void (*)(void))orjson_reads_alike, METH_FASTCALL,
+     "orjson_reads_alike(value, max_depth, float_ints) -> bool: orjson read this document as "
+     "json.loads would"},
     {NULL, NULL, 0, NULL},
 };
 
