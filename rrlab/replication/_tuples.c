@@ -5,8 +5,8 @@
  * In Python this walk cost ~115 ns per column (83 columns per TaskRun row), and typing
  * the kept values through psycopg's Transformer plus building the row dict another
  * ~25% of the consumer's CPU; here both take one call. Text in the canonical form
- * PostgreSQL writes for str, int, bool, float and timestamp columns is typed here; any
- * other text, and every other type, goes to the column's psycopg loader, so values and
+ * PostgreSQL writes for str, int, bool, float, timestamp and text[] columns is typed here;
+ * any other text, and every other type, goes to the column's psycopg loader, so values and
  * errors are the loaders' own. Errors are ValueError(code, *detail) for the Python caller
  * to word: ("count", ncols), ("kind", kind byte), ("truncated", position),
  * ("value", value index, text bytes, the loader's exception).
@@ -27,6 +27,7 @@ enum {
     KIND_TIMESTAMP,
     KIND_TIMESTAMPTZ,
     KIND_PYTHON,
+    KIND_TEXT_ARRAY,
 };
 
 /* The fields of a plan tuple (pgoutput.TuplePlan). */
@@ -261,6 +262,93 @@ static int type_timestamp(const char *text, Py_ssize_t length, int with_offset, 
     return *out != NULL ? 1 : -1;
 }
 
+/* Whitespace to PostgreSQL's array_out, which quotes the elements holding it. */
+static int array_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The element at text[*pos] (before end), as str or None, and *pos after it; 0 when it is
+ * not as array_out writes it, -1 on error (memory). *buffer: room for unescaped text,
+ * allocated on first need (capacity bytes) and freed by the caller. */
+static int array_element(const char *text, Py_ssize_t end, Py_ssize_t *pos, char **buffer,
+                         Py_ssize_t capacity, PyObject **out) {
+    Py_ssize_t at = *pos, start, length;
+    if (text[at] != '"') {
+        /* unquoted: no empty, blank, null-like or special element is written so */
+        for (start = at; at < end && text[at] != ','; at++) {
+            char c = text[at];
+            if (c == '{' || c == '}' || c == '"' || c == '\\' || array_space(c)) return 0;
+        }
+        length = at - start;
+        *pos = at;
+        if (length == 4 && memcmp(text + start, "NULL", 4) == 0) {
+            *out = Py_NewRef(Py_None);
+            return 1;
+        }
+        if (length == 0 || (length == 4 && PyOS_strnicmp(text + start, "NULL", 4) == 0)) {
+            return 0;
+        }
+        return type_str(text + start, length, out);
+    }
+    /* quoted: array_out escapes only '"' and '\' */
+    int escaped = 0;
+    for (start = ++at; at < end && text[at] != '"'; at++) {
+        if (text[at] == '\\') {
+            if (at + 1 >= end || (text[at + 1] != '"' && text[at + 1] != '\\')) return 0;
+            escaped = 1;
+            at++;
+        }
+    }
+    if (at >= end) return 0;
+    length = at - start;
+    *pos = at + 1;
+    if (!escaped) return type_str(text + start, length, out);
+    if (*buffer == NULL && (*buffer = PyMem_Malloc(capacity)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t n = 0;
+    for (Py_ssize_t i = start; i < start + length; i++) {
+        if (text[i] == '\\') i++;
+        (*buffer)[n++] = text[i];
+    }
+    return type_str(*buffer, n, out);
+}
+
+/* {} or {element,...}: PostgreSQL's text[]/varchar[] output for one dimension with lower
+ * bound 1. Nested arrays, a [lo:hi]= prefix and anything array_out does not write are left
+ * to psycopg's loader, whose quirks (e.g. {a,,b} is two elements) stay its own. */
+static int type_text_array(const char *text, Py_ssize_t length, PyObject **out) {
+    if (length < 2 || text[0] != '{' || text[length - 1] != '}') return 0;
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return -1;
+    char *buffer = NULL;
+    Py_ssize_t pos = 1, end = length - 1;
+    int typed = 1;
+    while (pos < end) {
+        PyObject *item;
+        typed = array_element(text, end, &pos, &buffer, length, &item);
+        if (typed <= 0) break;
+        int failed = PyList_Append(list, item);
+        Py_DECREF(item);
+        if (failed) {
+            typed = -1;
+            break;
+        }
+        if (pos < end && (text[pos] != ',' || ++pos == end)) {
+            typed = 0; /* no ',' after the element, or a trailing one */
+            break;
+        }
+    }
+    PyMem_Free(buffer);
+    if (typed > 0) {
+        *out = list;
+    } else {
+        Py_DECREF(list);
+    }
+    return typed;
+}
+
 /* The value of a 't' column of the given kind; a new reference, or NULL with an exception
  * set (the walker's ValueError "value" when the column's loader refuses the text). */
 static PyObject *type_value(int kind, const char *text, Py_ssize_t length, PyObject *loader,
@@ -272,6 +360,7 @@ static PyObject *type_value(int kind, const char *text, Py_ssize_t length, PyObj
     case KIND_INT: typed = type_int(text, length, &value); break;
     case KIND_BOOL: typed = type_bool(text, length, &value); break;
     case KIND_FLOAT: typed = type_float(text, length, &value); break;
+    case KIND_TEXT_ARRAY: typed = type_text_array(text, length, &value); break;
     case KIND_TIMESTAMP:
         typed = type_timestamp(text, length, 0, plan[PLAN_TIMESTAMP_TZ], &value);
         break;

@@ -67,12 +67,19 @@ SUPPORTED_TYPES: dict[int, str] = {
 RowLoader = Callable[[Sequence[Buffer | None]], tuple[Any, ...]]
 ValueLoader = Callable[[bytes], Any]
 
-# How the C tuple decoder types a column's text (its KIND_* enum): str, int, bool, float
-# and timestamps in PostgreSQL's canonical output are read in C; other text of those kinds,
-# and every value of KIND_PYTHON, goes to the column's psycopg loader.
-KIND_STR, KIND_INT, KIND_BOOL, KIND_FLOAT, KIND_TIMESTAMP, KIND_TIMESTAMPTZ, KIND_PYTHON = range(
-    1, 8
-)
+# How the C tuple decoder types a column's text (its KIND_* enum): str, int, bool, float,
+# timestamps and text arrays in PostgreSQL's canonical output are read in C; other text of
+# those kinds, and every value of KIND_PYTHON, goes to the column's psycopg loader.
+(
+    KIND_STR,
+    KIND_INT,
+    KIND_BOOL,
+    KIND_FLOAT,
+    KIND_TIMESTAMP,
+    KIND_TIMESTAMPTZ,
+    KIND_PYTHON,
+    KIND_TEXT_ARRAY,
+) = range(1, 9)
 _KIND_BY_OID = {
     16: KIND_BOOL,
     20: KIND_INT,
@@ -82,7 +89,11 @@ _KIND_BY_OID = {
     701: KIND_FLOAT,
     TIMESTAMP_OID: KIND_TIMESTAMP,
     TIMESTAMPTZ_OID: KIND_TIMESTAMPTZ,
+    1009: KIND_TEXT_ARRAY,
+    1015: KIND_TEXT_ARRAY,
 }
+# The element type of the KIND_TEXT_ARRAY types: C reads their elements as str.
+_ARRAY_ELEMENT_OID = {1009: TEXT_OID, 1015: 1043}
 
 
 class _NaiveAsUtcTimestampLoader(TimestampLoader):
@@ -162,8 +173,13 @@ def column_kinds(type_oids: Sequence[int]) -> list[int]:
         kind = _KIND_BY_OID.get(oid, KIND_PYTHON)
         if kind == KIND_PYTHON and ADAPTERS.get_loader(oid, Format.TEXT) in (None, text_loader):
             kind = KIND_STR
-        elif (kind == KIND_TIMESTAMP and TIMESTAMP_TZ is None) or (
-            kind == KIND_TIMESTAMPTZ and TIMESTAMPTZ_TZ is None
+        elif (
+            (kind == KIND_TIMESTAMP and TIMESTAMP_TZ is None)
+            or (kind == KIND_TIMESTAMPTZ and TIMESTAMPTZ_TZ is None)
+            or (
+                kind == KIND_TEXT_ARRAY
+                and ADAPTERS.get_loader(_ARRAY_ELEMENT_OID[oid], Format.TEXT) is not text_loader
+            )
         ):
             kind = KIND_PYTHON
         kinds.append(kind)
