@@ -3,6 +3,7 @@ itself and leaves every other text to psycopg's array loader, with identical res
 
 from __future__ import annotations
 
+import gc
 import random
 import uuid
 from collections.abc import Iterator
@@ -252,3 +253,20 @@ def test_live_arrays_decode_as_written_and_as_psycopg_loads_them(
             message.plan = message.plan._replace(loaders=loaders)
     assert len(reached) == 2 * len(DECORATED)
     assert all(text[:1] == b"[" or text[:2] == b"{{" for text in reached), reached
+
+
+def test_arrays_left_to_psycopg_leak_nothing() -> None:
+    """The list begun in C for text that turns out not canonical is freed."""
+    relations = RelationCache()
+    decode_message(relation_message([OID["text[]"]]), relations)
+    message = insert_message([b'{a,"b",NULL,,c}'])
+
+    def lists() -> int:
+        gc.collect()
+        return sum(type(o) is list for o in gc.get_objects())
+
+    decode_message(message, relations)
+    before = lists()
+    for _ in range(1_000):
+        decode_message(message, relations)
+    assert lists() - before < 100
