@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gc
 import random
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,8 @@ from tests.test_typed_decode import (
     refuse,
     relation_message,
     same,
+    scratch_database,
+    slot_payloads,
 )
 
 ARRAY_TYPES = ["text[]", "varchar[]"]
@@ -188,22 +189,12 @@ DECORATED = ["'[0:1]={a,b}'", "'{{a,b},{c,NULL}}'", "'[2:2]={\"x y\"}'"]
 
 @pytest.fixture
 def arrays_db(pg_url: PostgresUrl) -> Iterator[psycopg.Connection]:
-    name = f"arrays_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_url.url, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    conn = psycopg.connect(pg_url.with_dbname(name).url, autocommit=True)
-    try:
-        conn.execute(f"CREATE TABLE arrays ({ARRAY_COLUMNS})")
-        conn.execute("CREATE PUBLICATION arrays_pub FOR TABLE arrays")
+    with scratch_database(
+        pg_url,
+        f"CREATE TABLE arrays ({ARRAY_COLUMNS})",
+        "CREATE PUBLICATION arrays_pub FOR TABLE arrays",
+    ) as conn:
         yield conn
-    finally:
-        conn.execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-            "WHERE database = current_database()"
-        )
-        conn.close()
-        with psycopg.connect(pg_url.url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_live_arrays_decode_as_written_and_as_psycopg_loads_them(
@@ -225,13 +216,7 @@ def test_live_arrays_decode_as_written_and_as_psycopg_loads_them(
     first = len(written)
     for i, literal in enumerate(DECORATED, start=first):
         conn.execute(f"INSERT INTO arrays VALUES ({i}, {literal}, {literal})")
-    payloads = [
-        bytes(data)
-        for (data,) in conn.execute(
-            "SELECT data FROM pg_logical_slot_get_binary_changes('arrays_slot', NULL, NULL, "
-            "'proto_version', '1', 'publication_names', 'arrays_pub')"
-        )
-    ]
+    payloads = slot_payloads(conn, "arrays_slot", "arrays_pub")
     pairs = changes(payloads)
     assert len(pairs) == len(written) + len(DECORATED)
     for mine, theirs in pairs:

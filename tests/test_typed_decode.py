@@ -13,6 +13,7 @@ import random
 import struct
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -532,17 +533,17 @@ LIVE_ROWS = """
 """
 
 
-@pytest.fixture
-def decoding_db(pg_url: PostgresUrl) -> Iterator[psycopg.Connection]:
-    name = f"typed_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def scratch_database(pg_url: PostgresUrl, *setup: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to a new database after its ``setup`` statements; the
+    database and its replication slots are dropped afterwards."""
+    name = f"decode_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_url.url, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     conn = psycopg.connect(pg_url.with_dbname(name).url, autocommit=True)
     try:
-        conn.execute("CREATE TYPE mood AS ENUM ('HAPPY', 'SAD')")
-        conn.execute(f"CREATE TABLE typed ({LIVE_COLUMNS}) ")
-        conn.execute("ALTER TABLE typed REPLICA IDENTITY FULL")
-        conn.execute("CREATE PUBLICATION typed_pub FOR TABLE typed")
+        for statement in setup:
+            conn.execute(statement)
         yield conn
     finally:
         conn.execute(
@@ -552,6 +553,30 @@ def decoding_db(pg_url: PostgresUrl) -> Iterator[psycopg.Connection]:
         conn.close()
         with psycopg.connect(pg_url.url, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def slot_payloads(conn: psycopg.Connection, slot: str, publication: str) -> list[bytes]:
+    """The pgoutput messages (protocol 1) waiting in ``slot``, consumed."""
+    return [
+        bytes(data)
+        for (data,) in conn.execute(
+            "SELECT data FROM pg_logical_slot_get_binary_changes(%s, NULL, NULL, "
+            "'proto_version', '1', 'publication_names', %s)",
+            (slot, publication),
+        )
+    ]
+
+
+@pytest.fixture
+def decoding_db(pg_url: PostgresUrl) -> Iterator[psycopg.Connection]:
+    with scratch_database(
+        pg_url,
+        "CREATE TYPE mood AS ENUM ('HAPPY', 'SAD')",
+        f"CREATE TABLE typed ({LIVE_COLUMNS})",
+        "ALTER TABLE typed REPLICA IDENTITY FULL",
+        "CREATE PUBLICATION typed_pub FOR TABLE typed",
+    ) as conn:
+        yield conn
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Europe/Amsterdam"])
@@ -567,13 +592,7 @@ def test_live_pgoutput_decodes_as_psycopg_loads_it(
     conn.execute("DELETE FROM typed WHERE id = 2")
     conn.execute(f"SET TimeZone = '{zone}'")
     conn.execute("SET DateStyle = 'ISO'")
-    payloads = [
-        bytes(data)
-        for (data,) in conn.execute(
-            "SELECT data FROM pg_logical_slot_get_binary_changes('typed_slot', NULL, NULL, "
-            "'proto_version', '1', 'publication_names', 'typed_pub')"
-        )
-    ]
+    payloads = slot_payloads(conn, "typed_slot", "typed_pub")
     pairs = changes(payloads)
     assert len(pairs) == 5 + 3 + 1
     for mine, theirs in pairs:

@@ -17,7 +17,8 @@
 #include <stdint.h>
 #include <string.h>
 
-/* How load_tuple types a column (plan.kinds); KIND_* in rrlab/replication/values.py. */
+/* How load_tuple types a column (plan.kinds); exported as the module's KIND_* constants,
+ * which rrlab/replication/values.py assigns to column types. */
 enum {
     KIND_SKIP = 0,
     KIND_STR,
@@ -520,5 +521,22 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__tuples(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL) return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    static const struct {
+        const char *name;
+        int value;
+    } kinds[] = {
+        {"KIND_STR", KIND_STR},           {"KIND_INT", KIND_INT},
+        {"KIND_BOOL", KIND_BOOL},         {"KIND_FLOAT", KIND_FLOAT},
+        {"KIND_TIMESTAMP", KIND_TIMESTAMP}, {"KIND_TIMESTAMPTZ", KIND_TIMESTAMPTZ},
+        {"KIND_PYTHON", KIND_PYTHON},     {"KIND_TEXT_ARRAY", KIND_TEXT_ARRAY},
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        if (PyModule_AddIntConstant(m, kinds[i].name, kinds[i].value) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return m;
 }

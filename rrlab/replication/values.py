@@ -23,6 +23,16 @@ from psycopg.pq import Format
 from psycopg.types.datetime import TimestampLoader
 
 from rrlab.exceptions import ReplicationError
+from rrlab.replication._tuples import (
+    KIND_BOOL,
+    KIND_FLOAT,
+    KIND_INT,
+    KIND_PYTHON,
+    KIND_STR,
+    KIND_TEXT_ARRAY,
+    KIND_TIMESTAMP,
+    KIND_TIMESTAMPTZ,
+)
 from rrlab.service._json_walk import orjson_reads_alike
 from rrlab.service.json_values import ORJSON_FLOAT_INTS, ORJSON_MAX_DEPTH
 
@@ -67,19 +77,10 @@ SUPPORTED_TYPES: dict[int, str] = {
 RowLoader = Callable[[Sequence[Buffer | None]], tuple[Any, ...]]
 ValueLoader = Callable[[bytes], Any]
 
-# How the C tuple decoder types a column's text (its KIND_* enum): str, int, bool, float,
-# timestamps and text arrays in PostgreSQL's canonical output are read in C; other text of
-# those kinds, and every value of KIND_PYTHON, goes to the column's psycopg loader.
-(
-    KIND_STR,
-    KIND_INT,
-    KIND_BOOL,
-    KIND_FLOAT,
-    KIND_TIMESTAMP,
-    KIND_TIMESTAMPTZ,
-    KIND_PYTHON,
-    KIND_TEXT_ARRAY,
-) = range(1, 9)
+# How the C tuple decoder types a column's text (the KIND_* it exports, imported above):
+# str, int, bool, float, timestamps and text arrays in PostgreSQL's canonical output are
+# read in C; other text of those kinds, and every value of KIND_PYTHON, goes to the
+# column's psycopg loader.
 _KIND_BY_OID = {
     16: KIND_BOOL,
     20: KIND_INT,
