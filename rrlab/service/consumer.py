@@ -103,6 +103,7 @@ class StopRequested(Exception):
 GC_GEN0_THRESHOLD = 20_000
 MALLOC_TRIM_BYTES = 64 << 20
 MALLOC_MMAP_BYTES = 32 << 20  # glibc's ceiling for this threshold (64-bit)
+HEAP_RELEASE_INTERVAL_S = 10.0
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
 
 
@@ -173,7 +174,8 @@ class Consumer:
         stream = self._open_stream()
         self.scheduler.start()
         _tune_garbage_collector()
-        _tune_malloc()
+        release_free_heap = _tune_malloc()
+        next_release = time.monotonic() + HEAP_RELEASE_INTERVAL_S
         self.report({"type": "ready", "pid": os.getpid(), "t": time.time()})
         log.info(
             "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
@@ -206,6 +208,9 @@ class Consumer:
                     except ReplicationError as exc:
                         stream = self._resume(stream, exc)
                     last_reply_request = now
+                if now >= next_release:
+                    release_free_heap()
+                    next_release = now + HEAP_RELEASE_INTERVAL_S
                 if now >= next_report or self.report_requested.is_set():
                     self._report(stream, requested=self.report_requested.is_set())
                     self.report_requested.clear()
@@ -392,8 +397,9 @@ def _named_connection(database_url: str) -> str:
     return make_conninfo(database_url, application_name=consumer_application_name(os.getpid()))
 
 
-def _tune_malloc() -> None:
-    """Keep freed heap memory in the process (glibc's ``malloc``; elsewhere a no-op).
+def _tune_malloc() -> Callable[[], object]:
+    """Keep freed heap memory in the process between flushes, and return the function that
+    gives it back to the kernel now and then (glibc's ``malloc``; elsewhere no-ops).
 
     Each pending change holds its encoded rows (~1–2 KB, beyond Python's small-object
     allocator) until its flush frees a whole batch of them at once. With glibc's default
@@ -402,13 +408,22 @@ def _tune_malloc() -> None:
     ~4 page faults and ~10 µs more CPU per replicated row. Fixed thresholds (which also
     end glibc's dynamic adjustment of them) keep up to MALLOC_TRIM_BYTES free in the heap
     and serve blocks below MALLOC_MMAP_BYTES (flush bodies) from it.
+
+    Kept memory is never returned by itself: the heap stays at the largest extent it ever
+    had, and holes between live blocks stay resident. After a slow insert piled up pending
+    changes and big flush bodies, that was +250 MB for the rest of a run with 5,000-row
+    batches. ``malloc_trim(0)``, called every HEAP_RELEASE_INTERVAL_S by the receive loop,
+    returns every free page of every arena; the pages the next flushes need are faulted
+    back in once per interval, not once per flush.
     """
     try:
-        mallopt = ctypes.CDLL(None).mallopt
+        libc = ctypes.CDLL(None)
+        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
     except (OSError, AttributeError):  # not glibc
-        return
+        return lambda: None
     mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
     mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_BYTES)
+    return lambda: malloc_trim(0)
 
 
 def _tune_garbage_collector() -> None:
