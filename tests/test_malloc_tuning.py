@@ -1,5 +1,5 @@
-"""The consumer's glibc malloc tuning: blocks below 32 MiB come from the heap, and the free
-heap it keeps goes back to the kernel when the consumer releases it."""
+"""The consumer's glibc malloc tuning: blocks below 32 MiB come from one heap for all
+threads, and the free heap it keeps goes back to the kernel when the consumer releases it."""
 
 from __future__ import annotations
 
@@ -56,18 +56,18 @@ def test_after_tuning_a_flush_sized_block_comes_from_the_heap() -> None:
 # measures the same without releasing).
 RELEASE_PROBE = """
 import sys
-from rrlab.service.consumer import _tune_malloc
+from rrlab.service.consumer import _release_free_heap, _tune_malloc
 
 def resident_mib():
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20
 
-release = _tune_malloc()
+_tune_malloc()
 blocks = [b"x" * (1 << 20) for _ in range(160)]
 del blocks[::2]
 before = resident_mib()
 if sys.argv[1] == "release":
-    release()
+    _release_free_heap()
 print(round(before - resident_mib()))
 """
 
@@ -80,3 +80,43 @@ def test_releasing_returns_the_kept_free_heap_to_the_kernel() -> None:
 
     assert returned_mib("keep") < 8  # the tuning keeps the holes resident
     assert returned_mib("release") >= 72
+
+
+# How many MiB releasing gave back after a thread (a flush worker) allocated and freed 40 MiB,
+# with the consumer's tuning or with only its thresholds (argv[1] "thresholds only").
+THREAD_PROBE = """
+import sys, threading
+from rrlab.service import consumer
+
+def resident_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
+if sys.argv[1] == "tuned":
+    consumer._tune_malloc()
+else:
+    consumer._mallopt(consumer._M_TRIM_THRESHOLD, consumer.MALLOC_TRIM_BYTES)
+    consumer._mallopt(consumer._M_MMAP_THRESHOLD, consumer.MALLOC_MMAP_BYTES)
+
+def flush_like():
+    blocks = [b"x" * (1 << 20) for _ in range(40)]
+    del blocks
+
+worker = threading.Thread(target=flush_like)
+worker.start()
+worker.join()
+before = resident_mib()
+consumer._release_free_heap()
+print(round(before - resident_mib()))
+"""
+
+
+def test_what_flush_threads_freed_is_released_too() -> None:
+    def returned_mib(tuning: str) -> int:
+        probe = [sys.executable, "-c", THREAD_PROBE, tuning]
+        result = subprocess.run(probe, capture_output=True, text=True, check=True)
+        return int(result.stdout)
+
+    # in its own arena, the thread's freed top stays resident (up to the trim threshold)
+    assert returned_mib("thresholds only") < 8
+    assert returned_mib("tuned") >= 36

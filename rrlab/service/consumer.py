@@ -104,7 +104,7 @@ GC_GEN0_THRESHOLD = 20_000
 MALLOC_TRIM_BYTES = 64 << 20
 MALLOC_MMAP_BYTES = 32 << 20  # glibc's ceiling for this threshold (64-bit)
 HEAP_RELEASE_INTERVAL_S = 10.0
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter numbers
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt numbers
 
 
 class Consumer:
@@ -174,7 +174,6 @@ class Consumer:
         stream = self._open_stream()
         self.scheduler.start()
         _tune_garbage_collector()
-        release_free_heap = _tune_malloc()
         next_release = time.monotonic() + HEAP_RELEASE_INTERVAL_S
         self.report({"type": "ready", "pid": os.getpid(), "t": time.time()})
         log.info(
@@ -209,7 +208,7 @@ class Consumer:
                         stream = self._resume(stream, exc)
                     last_reply_request = now
                 if now >= next_release:
-                    release_free_heap()
+                    _release_free_heap()
                     next_release = now + HEAP_RELEASE_INTERVAL_S
                 if now >= next_report or self.report_requested.is_set():
                     self._report(stream, requested=self.report_requested.is_set())
@@ -397,9 +396,20 @@ def _named_connection(database_url: str) -> str:
     return make_conninfo(database_url, application_name=consumer_application_name(os.getpid()))
 
 
-def _tune_malloc() -> Callable[[], object]:
-    """Keep freed heap memory in the process between flushes, and return the function that
-    gives it back to the kernel now and then (glibc's ``malloc``; elsewhere no-ops).
+def _glibc(name: str) -> Callable[..., int] | None:
+    """glibc's function ``name``, or None elsewhere."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (OSError, AttributeError):
+        return None
+
+
+_mallopt, _malloc_trim = _glibc("mallopt"), _glibc("malloc_trim")
+
+
+def _tune_malloc() -> None:
+    """Keep freed heap memory in the process between flushes, in one arena (glibc's
+    ``malloc``; elsewhere a no-op). Call it before the process starts threads.
 
     Each pending change holds its encoded rows (~1–2 KB, beyond Python's small-object
     allocator) until its flush frees a whole batch of them at once. With glibc's default
@@ -409,21 +419,29 @@ def _tune_malloc() -> Callable[[], object]:
     end glibc's dynamic adjustment of them) keep up to MALLOC_TRIM_BYTES free in the heap
     and serve blocks below MALLOC_MMAP_BYTES (flush bodies) from it.
 
-    Kept memory is never returned by itself: the heap stays at the largest extent it ever
-    had, and holes between live blocks stay resident. After a slow insert piled up pending
-    changes and big flush bodies, that was +250 MB for the rest of a run with 5,000-row
-    batches. ``malloc_trim(0)``, called every HEAP_RELEASE_INTERVAL_S by the receive loop,
-    returns every free page of every arena; the pages the next flushes need are faulted
-    back in once per interval, not once per flush.
+    One arena for all threads: glibc gives each thread its own, and a flush thread's arena
+    kept up to MALLOC_TRIM_BYTES of free top that :func:`_release_free_heap` cannot return
+    (it trims only the main arena's top): ~200 MB beyond the live heap with four flush
+    threads copying big bodies. The GIL serializes nearly every allocation anyway.
     """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt, malloc_trim = libc.mallopt, libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return lambda: None
-    mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
-    mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_BYTES)
-    return lambda: malloc_trim(0)
+    if _mallopt is None:
+        return
+    _mallopt(_M_ARENA_MAX, 1)
+    _mallopt(_M_TRIM_THRESHOLD, MALLOC_TRIM_BYTES)
+    _mallopt(_M_MMAP_THRESHOLD, MALLOC_MMAP_BYTES)
+
+
+def _release_free_heap() -> None:
+    """Give every free page of the heap back to the kernel (glibc; elsewhere a no-op).
+
+    The kept memory is never returned by itself: the heap stays at the largest extent it
+    ever had, and holes between live blocks stay resident. After a slow insert piled up
+    pending changes and big flush bodies, that was +250 MB for the rest of a run with
+    5,000-row batches. The receive loop calls this every HEAP_RELEASE_INTERVAL_S, so the
+    pages the next flushes need are faulted back in once per interval, not once per flush.
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
 
 
 def _tune_garbage_collector() -> None:
@@ -552,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
+    _tune_malloc()
     install_from_environment()  # line-profiler, when the runner asked for it
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
