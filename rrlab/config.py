@@ -106,6 +106,9 @@ class ConsumerConfig:
     flush_batch_size: int = field(default=50, metadata=_limits(1, 1_000_000))
     flush_interval_ms: int = field(default=100, metadata=_limits(1, 600_000))
     max_flush_concurrency: int = field(default=100, metadata=_limits(1, 1_000))
+    # not upstream's (its queue is unbounded): the encoded rows the consumer may hold, pending
+    # and in flight, before it stops reading the stream until an insert finishes
+    max_buffered_mb: int = field(default=128, metadata=_limits(1, 1_000_000))
     slot_name: str = field(default="profiling_slot", metadata=_limits(pattern=IDENTIFIER))
     publication_name: str = field(
         default="profiling_publication", metadata=_limits(pattern=IDENTIFIER)

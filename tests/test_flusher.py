@@ -145,6 +145,17 @@ def test_payload_inserts_can_be_turned_off_in_the_consumer_config() -> None:
     assert PAYLOAD_TABLE not in sink.tables and metrics[0].payload_rows == 0
 
 
+def test_an_entry_holds_the_bytes_of_its_encoded_rows() -> None:
+    built = flusher(RecordingSink(), [])
+    insert = built.build(ChangeEvent("insert", run("run_a"), 1))
+    update = built.build(ChangeEvent("update", run("run_a", "EXECUTING"), 2))
+    dropped = built.build(ChangeEvent("update", run("run_b", organizationId=None), 3))
+    assert insert.payload_row is not None and update.payload_row is None
+    assert Flusher.held_bytes(insert) == len(insert.task_row) + len(insert.payload_row)
+    assert Flusher.held_bytes(update) == len(update.task_row) > 200
+    assert Flusher.held_bytes(dropped) == 0
+
+
 def unique(prefix: str) -> str:
     return f"run_{prefix}_{uuid.uuid4().hex[:12]}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -210,6 +211,80 @@ def test_a_full_map_blocks_the_receive_loop_until_a_slot_frees() -> None:
         adder.join()
         assert sched.blocked_adds == 1
         assert sorted(e.run["id"] for e in flush.batches[1][1]) == ["run_b", "run_c"]
+
+
+def tag_bytes(event: ChangeEvent) -> int:
+    return len(event.run["tag"])  # "insert@10": 9
+
+
+def test_held_bytes_count_what_is_pending_and_in_flight_until_its_flush_ends() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(flush, flush_batch_size=100, size_of=tag_bytes, max_held_bytes=1000) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a"), ("insert", "run_b")))
+        sched.add_transaction(txn(1000, ("insert", "run_a")))  # replaces run_a's 9 bytes
+        assert sched.held_bytes == 11 + 9
+        sched.flush_pending()
+        flush.wait_started(1)
+        sched.add_transaction(txn(20, ("update", "run_c")))
+        assert sched.held_bytes == 20 + 9  # in flight + pending
+        flush.release(1)
+        wait_until(lambda: sched.held_bytes == 9)
+        flush.release(2)
+        assert sched.wait_idle(WAIT)
+        assert sched.held_bytes == 0
+
+
+def test_held_bytes_at_the_limit_flush_at_once_and_block_until_a_flush_frees_them() -> None:
+    flush = GatedFlush(hold=True)
+    with scheduler(
+        flush, flush_batch_size=100, max_flush_concurrency=4, size_of=tag_bytes, max_held_bytes=27
+    ) as sched:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        sched.add_transaction(txn(20, ("insert", "run_b")))
+        assert not flush.batches and sched.blocked_adds == 0  # 18 bytes: under the limit
+        done = threading.Event()
+
+        def add_third() -> None:
+            sched.add_transaction(txn(30, ("insert", "run_c")))
+            done.set()
+
+        adder = threading.Thread(target=add_third)
+        adder.start()
+        flush.wait_started(1)  # 27 bytes: the map is flushed though far from its batch size
+        assert sorted(e.run["id"] for e in flush.batches[0][1]) == ["run_a", "run_b", "run_c"]
+        wait_until(lambda: sched.blocked_adds == 1)
+        assert not done.is_set()  # free slots do not help: the bytes are still held
+        flush.release(1)
+        assert done.wait(WAIT)
+        adder.join()
+        assert sched.held_bytes == 0
+
+
+def test_an_idle_flush_worker_keeps_nothing_of_its_last_batch() -> None:
+    class Body:
+        """Stands for a prepared batch's bodies."""
+
+    bodies: list[weakref.ref[Body]] = []
+
+    def prepare(batch_id: int, events: list[Any]) -> Body:
+        body = Body()
+        bodies.append(weakref.ref(body))
+        return body
+
+    sched = FlushScheduler(
+        lambda batch_id, body: None,
+        prepare=prepare,
+        flush_batch_size=1,
+        flush_interval_ms=600_000,
+        max_flush_concurrency=1,
+    )
+    sched.start()
+    try:
+        sched.add_transaction(txn(10, ("insert", "run_a")))
+        assert sched.wait_idle(WAIT)
+        wait_until(lambda: bodies[0]() is None)  # the worker now waits for its next flush
+    finally:
+        sched.close(timeout=WAIT)
 
 
 def test_keepalive_positions_are_acked_only_when_nothing_is_unflushed() -> None:

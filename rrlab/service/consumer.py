@@ -165,6 +165,8 @@ class Consumer:
             flush_batch_size=consumer.flush_batch_size,
             flush_interval_ms=consumer.flush_interval_ms,
             max_flush_concurrency=consumer.max_flush_concurrency,
+            size_of=self.flusher.held_bytes,
+            max_held_bytes=consumer.max_buffered_mb << 20,
             start_lsn=start_lsn,
             on_flush_failed=self._flush_failed,
         )

@@ -171,6 +171,14 @@ class Flusher:
         except Exception as exc:  # a transform bug or a run it cannot handle: fail the batch
             return UnbuildableEvent(exc)
 
+    @staticmethod
+    def held_bytes(entry: PendingEntry) -> int:
+        """The bytes of encoded rows ``entry`` holds, pending and (joined) in flight."""
+        if type(entry) is not EncodedEvent:
+            return 0
+        payload = entry.payload_row
+        return len(entry.task_row) + (0 if payload is None else len(payload))
+
     def prepare(self, batch_id: int, entries: list[PendingEntry]) -> PreparedFlush:
         """Sort the batch's encoded rows by the tables' keys and join them (no I/O).
 

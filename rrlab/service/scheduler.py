@@ -24,7 +24,10 @@ grows without bound): when every slot is busy a due flush is *not* drained; the 
 collecting in the pending map, where updates of the same run still collapse, and the map is
 drained the moment a slot frees. If the map reaches ``max_pending_events`` while every slot is
 busy, :meth:`FlushScheduler.add_transaction` blocks the receive loop until a flush finishes,
-so memory stays bounded and PostgreSQL holds the rest of the stream.
+so memory stays bounded and PostgreSQL holds the rest of the stream. With ``size_of`` and
+``max_held_bytes`` it also blocks while what it holds, the pending entries and the in-flight
+batches (``size_of`` each entry), comes to ``max_held_bytes`` or more: the count alone let
+a slow insert pile up 40,000 pending changes and four bodies of 20,000+ rows (~0.5 GB).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ FlushFunction = Callable[[int, Any], None]
 ``build`` made of its events); raises when it failed every retry."""
 
 BatchKey = tuple[EventKind, str]
+SizeFunction = Callable[[Any], int]
+"""The bytes an entry ``build`` made holds while pending or in flight."""
 
 
 class FlushScheduler:
@@ -76,6 +81,8 @@ class FlushScheduler:
         flush_interval_ms: int,
         max_flush_concurrency: int,
         max_pending_events: int | None = None,
+        size_of: SizeFunction | None = None,
+        max_held_bytes: int | None = None,
         start_lsn: int = 0,
         on_flush_failed: Callable[[int, BaseException], None] | None = None,
     ) -> None:
@@ -87,18 +94,22 @@ class FlushScheduler:
         self._slots = max_flush_concurrency
         default_cap = max(10 * flush_batch_size, 10_000)
         self._max_pending = max(max_pending_events or default_cap, flush_batch_size)
+        self._size_of = size_of
+        self._max_held_bytes = max_held_bytes if size_of is not None else None
         self._on_flush_failed = on_flush_failed
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._pending: dict[BatchKey, tuple[int, Any]] = {}  # key → (version, built)
+        self._pending: dict[BatchKey, tuple[int, Any, int]] = {}  # key → (version, built, size)
         self._pending_batch = 0
+        self._pending_bytes = 0
         self._in_flight = 0
+        self._in_flight_bytes = 0
         self._timer_due = False
         self._acks = AckTracker(start_lsn)
         self._stop = threading.Event()
         self._timer = threading.Thread(target=self._tick, name="flush-timer", daemon=True)
-        # (batch id, prepared, size) for the flush workers; None tells one worker to exit
-        self._flush_queue: queue.SimpleQueue[tuple[int, Any, int] | None] = queue.SimpleQueue()
+        # (batch id, prepared, events, bytes) for the flush workers; None tells one to exit
+        self._flush_queue: queue.SimpleQueue[tuple[int, Any, int, int] | None] = queue.SimpleQueue()
         self._workers = 0
         self._idle_workers = 0  # waiting for, or about to wait for, the queue
         self._queued = 0  # put in the queue, not yet taken by a worker
@@ -118,10 +129,14 @@ class FlushScheduler:
         with self._lock:
             self._add(arrived)
             self._acks.received(transaction.commit_end_lsn)
-            batch = self._take_batch() if len(self._pending) >= self._batch_size else None
+            due = len(self._pending) >= self._batch_size or self._over_budget()
+            batch = self._take_batch() if due else None
         self._launch(batch)
         with self._lock:
-            while len(self._pending) >= self._max_pending and self._in_flight >= self._slots:
+            while self._in_flight and (
+                (len(self._pending) >= self._max_pending and self._in_flight >= self._slots)
+                or self._over_budget()
+            ):
                 self.blocked_adds += 1
                 self._changed.wait()
 
@@ -151,6 +166,12 @@ class FlushScheduler:
     def in_flight(self) -> int:
         with self._lock:
             return self._in_flight
+
+    @property
+    def held_bytes(self) -> int:
+        """What the pending entries and the in-flight batches hold (0 without ``size_of``)."""
+        with self._lock:
+            return self._pending_bytes + self._in_flight_bytes
 
     def flush_pending(self) -> None:
         """Start a flush of whatever is pending as soon as a slot is free (e.g. at shutdown)."""
@@ -183,33 +204,42 @@ class FlushScheduler:
 
     # --- internals (called with the lock held) --------------------------------------
 
-    def _add(self, arrived: list[tuple[BatchKey, int, Any]]) -> None:
+    def _add(self, arrived: list[tuple[BatchKey, int, Any, int]]) -> None:
         pending = self._pending
-        for key, version, built in arrived:
+        for key, version, built, size in arrived:
             stored = pending.get(key)
             if stored is None:
                 if not pending:
                     self._pending_batch = self._acks.open_batch()
-                pending[key] = (version, built)
+                pending[key] = (version, built, size)
+                self._pending_bytes += size
             elif version >= stored[0]:
-                pending[key] = (version, built)
+                pending[key] = (version, built, size)
+                self._pending_bytes += size - stored[2]
 
-    def _take_batch(self) -> tuple[int, list[Any]] | None:
+    def _over_budget(self) -> bool:
+        limit = self._max_held_bytes
+        return limit is not None and self._pending_bytes + self._in_flight_bytes >= limit
+
+    def _take_batch(self) -> tuple[int, list[Any], int] | None:
         """Drain the pending map into a batch if a flush slot is free (lock held)."""
         if not self._pending or self._in_flight >= self._slots:
             return None
-        batch_id, entries = self._pending_batch, [built for _, built in self._pending.values()]
+        batch_id = self._pending_batch
+        entries = [built for _, built, _ in self._pending.values()]
+        size, self._pending_bytes = self._pending_bytes, 0
         self._pending = {}
         self._timer_due = False
         self._in_flight += 1
+        self._in_flight_bytes += size
         self.flushes_started += 1
-        return batch_id, entries
+        return batch_id, entries, size
 
     # --- outside the lock -------------------------------------------------------------
 
-    def _arrived(self, events: list[ChangeEvent]) -> list[tuple[BatchKey, int, Any]]:
-        """(key, version, what ``build`` made of it) of each event with a run id."""
-        build = self._build
+    def _arrived(self, events: list[ChangeEvent]) -> list[tuple[BatchKey, int, Any, int]]:
+        """(key, version, what ``build`` made of it, its size) of each event with a run id."""
+        build, size_of = self._build, self._size_of
         arrived = []
         for event in events:
             run_id = event.run.get("id")
@@ -218,18 +248,19 @@ class FlushScheduler:
                 log.warning("skipping a %s event without a run id", event.kind)
                 continue
             built = event if build is None else build(event)
-            arrived.append(((event.kind, run_id), event.version, built))
+            size = 0 if size_of is None else size_of(built)
+            arrived.append(((event.kind, run_id), event.version, built, size))
         return arrived
 
-    def _launch(self, batch: tuple[int, list[Any]] | None) -> None:
+    def _launch(self, batch: tuple[int, list[Any], int] | None) -> None:
         """Prepare a taken batch here, then start its flush thread."""
         if batch is None:
             return
-        batch_id, entries = batch
+        batch_id, entries, size = batch
         try:
             prepared = entries if self._prepare is None else self._prepare(batch_id, entries)
         except BaseException as exc:  # the batch is not in ClickHouse: fail it like a flush
-            self._flush_done(batch_id, len(entries), exc)
+            self._flush_done(batch_id, len(entries), size, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -240,7 +271,7 @@ class FlushScheduler:
             new_worker = self._queued > self._idle_workers and self._workers < self._slots
             if new_worker:
                 self._workers += 1
-        self._flush_queue.put((batch_id, prepared, len(entries)))
+        self._flush_queue.put((batch_id, prepared, len(entries), size))
         if new_worker:
             # daemon: a worker stuck on a stalled sink must not hold the process after close()
             # gave up on it; its batch is then unacknowledged, and PostgreSQL re-sends it
@@ -259,6 +290,7 @@ class FlushScheduler:
                     return
                 self._queued -= 1
             self._run_flush(*item)
+            del item  # waiting for the next one, a worker must not keep this batch's bodies
 
     def _tick(self) -> None:
         while not self._stop.wait(self._interval_s):
@@ -269,21 +301,24 @@ class FlushScheduler:
                 batch = self._take_batch()
             self._launch(batch)
 
-    def _run_flush(self, batch_id: int, prepared: Any, size: int) -> None:
+    def _run_flush(self, batch_id: int, prepared: Any, events: int, size: int) -> None:
         error: BaseException | None = None
         try:
             self._flush(batch_id, prepared)
         except BaseException as exc:  # whatever went wrong, this batch is not in ClickHouse
             error = exc
-        self._flush_done(batch_id, size, error)
+        self._flush_done(batch_id, events, size, error)
 
-    def _flush_done(self, batch_id: int, size: int, error: BaseException | None) -> None:
+    def _flush_done(
+        self, batch_id: int, events: int, size: int, error: BaseException | None
+    ) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._in_flight_bytes -= size
             self._acks.batch_done(batch_id, ok=error is None)
             if error is not None:
                 self.flushes_failed += 1
-            due = self._timer_due or len(self._pending) >= self._batch_size
+            due = self._timer_due or len(self._pending) >= self._batch_size or self._over_budget()
             batch = self._take_batch() if due else None
             self._changed.notify_all()
         if error is not None:
@@ -291,7 +326,7 @@ class FlushScheduler:
                 "flush of batch %d (%d events) failed every retry; acknowledgement is stopped "
                 "until a restart re-sends it: %s",
                 batch_id,
-                size,
+                events,
                 error,
             )
             if self._on_flush_failed is not None:
