@@ -24,7 +24,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError, Error
 
 from rrlab.exceptions import ClickHouseError
-from rrlab.infra.chdb_server import PASSWORD_ENV
 from rrlab.urls import ClickHouseUrl, mask_text, mask_url, parse_clickhouse_url
 
 READY_FILE = "rrlab-server.ready.json"
@@ -99,6 +98,11 @@ class EmbeddedClickHouse:
         """Start the server (on the port of the previous start, if any) and wait for ``/ping``."""
         if self.is_running():
             return self
+        # Imported here: the consumer imports this module for clickhouse_client alone, and
+        # the server module (http.server and its own ~700 lines) cost its start-up ~12 ms of
+        # CPU in every drain with the chdb sink.
+        from rrlab.infra.chdb_server import PASSWORD_ENV
+
         self.data_dir.mkdir(parents=True, exist_ok=True)
         ready_file = self.data_dir / READY_FILE
         ready_file.unlink(missing_ok=True)
