@@ -111,6 +111,7 @@ def test_standalone_the_reports_go_to_the_stats_file(
         assert 0 <= sample["utilization"] <= 1 and sample["cpu_percent"] >= 0
         assert sample["rss_mb"] > 0
     assert samples[-1]["acked_lsn"] >= target  # the last report comes after the final ack
+    assert samples[-1]["held_bytes"] == 0  # everything flushed: no encoded rows held
 
 
 @pytest.fixture
@@ -133,9 +134,11 @@ def stuck_consumer(tmp_path, profiling_db, chdb_endpoint, ch_database):
 
 
 def test_sigterm_exits_0_without_waiting_for_a_flush_stuck_on_a_stalled_clickhouse(
-    stuck_consumer, profiling_db
+    stuck_consumer, profiling_db, tmp_path
 ) -> None:
     consumer, log, target = stuck_consumer
+    stuck = [s for s in stats(tmp_path) if s["in_flight"]]
+    assert stuck[0]["held_bytes"] > 1000  # the stuck flush's encoded rows
     consumer.terminate()
     assert consumer.wait(timeout=120) == 0, log.read_text()
     assert "unflushed work left unacknowledged" in log.read_text()

@@ -377,6 +377,7 @@ class Consumer:
                 "rows_flushed": sum(f.task_rows for f in flushes),
                 "pending": self.scheduler.pending_events,
                 "in_flight": self.scheduler.in_flight,
+                "held_bytes": self.scheduler.held_bytes,
                 "received_lsn": stream.last_received_lsn,
                 "acked_lsn": stream.flushed_lsn,
                 "stalled": self.scheduler.stalled,
