@@ -14,6 +14,20 @@ pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt"
 )
 
+
+def run_probe(code: str, argument: str) -> str:
+    """What ``code`` prints in a fresh interpreter (glibc's thresholds at their defaults)."""
+    probe = [sys.executable, "-c", code, argument]
+    return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
+
+
+# The probes below measure resident memory with this.
+RESIDENT_MIB = """
+def resident_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+"""
+
 # In a fresh interpreter (thresholds at glibc's defaults; freeing an mmapped block raises
 # them, so one probe per process), how many blocks are mmapped while a 24 MiB bytes object
 # is alive (mallinfo2.hblks), with the consumer's tuning if argv[1] says so.
@@ -44,23 +58,17 @@ def test_after_tuning_a_flush_sized_block_comes_from_the_heap() -> None:
     if not hasattr(ctypes.CDLL(None), "mallinfo2"):
         pytest.skip("mallinfo2 needs glibc 2.33")
 
-    def mmapped(tuning: str) -> str:
-        probe = [sys.executable, "-c", PROBE, tuning]
-        return subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip()
-
-    assert (mmapped("default"), mmapped("tuned")) == ("1", "0")
+    assert (run_probe(PROBE, "default"), run_probe(PROBE, "tuned")) == ("1", "0")
 
 
 # How many MiB of resident memory releasing the free heap gave back, in a fresh interpreter
 # whose tuned heap holds 80 MiB of freed 1 MiB blocks between live ones (argv[1] "keep"
 # measures the same without releasing).
-RELEASE_PROBE = """
+RELEASE_PROBE = (
+    RESIDENT_MIB
+    + """
 import sys
 from rrlab.service.consumer import _release_free_heap, _tune_malloc
-
-def resident_mib():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
 
 _tune_malloc()
 blocks = [b"x" * (1 << 20) for _ in range(160)]
@@ -70,27 +78,21 @@ if sys.argv[1] == "release":
     _release_free_heap()
 print(round(before - resident_mib()))
 """
+)
 
 
 def test_releasing_returns_the_kept_free_heap_to_the_kernel() -> None:
-    def returned_mib(action: str) -> int:
-        probe = [sys.executable, "-c", RELEASE_PROBE, action]
-        result = subprocess.run(probe, capture_output=True, text=True, check=True)
-        return int(result.stdout)
-
-    assert returned_mib("keep") < 8  # the tuning keeps the holes resident
-    assert returned_mib("release") >= 72
+    assert int(run_probe(RELEASE_PROBE, "keep")) < 8  # the tuning keeps the holes resident
+    assert int(run_probe(RELEASE_PROBE, "release")) >= 72
 
 
 # How many MiB releasing gave back after a thread (a flush worker) allocated and freed 40 MiB,
 # with the consumer's tuning or with only its thresholds (argv[1] "thresholds only").
-THREAD_PROBE = """
+THREAD_PROBE = (
+    RESIDENT_MIB
+    + """
 import sys, threading
 from rrlab.service import consumer
-
-def resident_mib():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096 / 2**20
 
 if sys.argv[1] == "tuned":
     consumer._tune_malloc()
@@ -109,14 +111,10 @@ before = resident_mib()
 consumer._release_free_heap()
 print(round(before - resident_mib()))
 """
+)
 
 
 def test_what_flush_threads_freed_is_released_too() -> None:
-    def returned_mib(tuning: str) -> int:
-        probe = [sys.executable, "-c", THREAD_PROBE, tuning]
-        result = subprocess.run(probe, capture_output=True, text=True, check=True)
-        return int(result.stdout)
-
     # in its own arena, the thread's freed top stays resident (up to the trim threshold)
-    assert returned_mib("thresholds only") < 8
-    assert returned_mib("tuned") >= 36
+    assert int(run_probe(THREAD_PROBE, "thresholds only")) < 8
+    assert int(run_probe(THREAD_PROBE, "tuned")) >= 36

@@ -91,6 +91,22 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
+def add_in_thread(
+    sched: FlushScheduler, transaction: Transaction
+) -> tuple[threading.Thread, threading.Event]:
+    """Add ``transaction`` from another thread (the add may block); the event is set once
+    the add returned."""
+    done = threading.Event()
+
+    def add() -> None:
+        sched.add_transaction(transaction)
+        done.set()
+
+    adder = threading.Thread(target=add)
+    adder.start()
+    return adder, done
+
+
 def flushed(flush: GatedFlush) -> dict[tuple[str, str], str]:
     return {(e.kind, e.run["id"]): e.run["tag"] for _, events in flush.batches for e in events}
 
@@ -195,14 +211,7 @@ def test_a_full_map_blocks_the_receive_loop_until_a_slot_frees() -> None:
         sched.add_transaction(txn(10, ("insert", "run_a")))
         flush.wait_started(1)
         sched.add_transaction(txn(20, ("insert", "run_b")))
-        done = threading.Event()
-
-        def add_third() -> None:
-            sched.add_transaction(txn(30, ("insert", "run_c")))
-            done.set()
-
-        adder = threading.Thread(target=add_third)
-        adder.start()
+        adder, done = add_in_thread(sched, txn(30, ("insert", "run_c")))
         wait_until(lambda: sched.blocked_adds == 1)
         assert not done.is_set()
         flush.release(1)
@@ -242,14 +251,7 @@ def test_held_bytes_at_the_limit_flush_at_once_and_block_until_a_flush_frees_the
         sched.add_transaction(txn(10, ("insert", "run_a")))
         sched.add_transaction(txn(20, ("insert", "run_b")))
         assert not flush.batches and sched.blocked_adds == 0  # 18 bytes: under the limit
-        done = threading.Event()
-
-        def add_third() -> None:
-            sched.add_transaction(txn(30, ("insert", "run_c")))
-            done.set()
-
-        adder = threading.Thread(target=add_third)
-        adder.start()
+        adder, done = add_in_thread(sched, txn(30, ("insert", "run_c")))
         flush.wait_started(1)  # 27 bytes: the map is flushed though far from its batch size
         assert sorted(e.run["id"] for e in flush.batches[0][1]) == ["run_a", "run_b", "run_c"]
         wait_until(lambda: sched.blocked_adds == 1)
