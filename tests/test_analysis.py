@@ -103,6 +103,18 @@ def test_time_series_with_missing_columns(tmp_path):
         load_run(run_dir)
 
 
+def test_a_run_from_before_a_column_was_added_reads_it_as_nulls(tmp_path):
+    run_dir = fabricate_run(tmp_path)
+    path = run_dir / "timeseries" / "consumer.parquet"
+    pl.read_parquet(path).drop("held_bytes").write_parquet(path)
+    consumer = load_run(run_dir).consumer
+    assert dict(consumer.schema) == SERIES["consumer"]
+    assert consumer.height > 0 and consumer["held_bytes"].null_count() == consumer.height
+    pl.read_parquet(path).drop("pending").write_parquet(path)
+    with pytest.raises(ResultsError, match=r"lacks the columns \['pending'\]"):
+        load_run(run_dir)
+
+
 def test_find_runs_lists_newest_first(tmp_path):
     older = fabricate_run(tmp_path, run_name="older", started=datetime(2026, 1, 1, tzinfo=UTC))
     newer = fabricate_run(tmp_path, run_name="newer", started=datetime(2026, 2, 1, tzinfo=UTC))

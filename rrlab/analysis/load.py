@@ -15,7 +15,7 @@ from rrlab.profiling.flame import ERROR_SUFFIX, FLAME_SUFFIX
 from rrlab.profiling.line_profile import STATS_SUFFIX
 from rrlab.profiling.memray_profile import CAPTURE_SUFFIX, FLAMEGRAPH_SUFFIX
 from rrlab.results import METRICS_SCHEMA_VERSION
-from rrlab.runner.metrics import SERIES
+from rrlab.runner.metrics import ADDED_COLUMNS, SERIES
 
 # profiles/ files by kind, named <process>-<attempt><suffix> (rrlab.profiling writes them)
 PROFILE_SUFFIXES: dict[str, str] = {
@@ -245,9 +245,13 @@ def _read_series(run_dir: Path, name: str) -> pl.DataFrame:
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise ResultsError(f"Cannot read the time series {str(path)!r}: {exc}") from None
     missing = [column for column in schema if column not in frame.columns]
-    if missing:
+    lacking = [column for column in missing if column not in ADDED_COLUMNS.get(name, ())]
+    if lacking:
         raise ResultsError(
-            f"The time series {str(path)!r} lacks the columns {missing}; it was written by an "
+            f"The time series {str(path)!r} lacks the columns {lacking}; it was written by an "
             "incompatible rrlab version."
         )
-    return frame.select([pl.col(c).cast(dtype) for c, dtype in schema.items()])
+    return frame.select(
+        pl.col(c).cast(dtype) if c in frame.columns else pl.lit(None, dtype).alias(c)
+        for c, dtype in schema.items()
+    )

@@ -49,6 +49,9 @@ SERIES: dict[str, dict[str, Any]] = {
     },
     "sink_events": {"t": pl.Float64, "phase": pl.Utf8, "event": pl.Utf8},
 }  # fmt: skip
+# Columns added to a series after runs were first written: a run from before reads them as
+# nulls (its other columns must still be there).
+ADDED_COLUMNS: dict[str, frozenset[str]] = {"consumer": frozenset({"held_bytes"})}
 
 # Failures closer than this to the previous recovery belong to the same outage: concurrent
 # flushes straddle the moment the sink stops and comes back, and a flapping sink is one outage.
