@@ -70,8 +70,10 @@ def test_flushes_and_resources(runs):
     per_process = [
         name for name in ("consumer", "producer-0", "producer-1") for _ in ["cpu", "rss"]
     ]
-    assert names(fig) == ["consumer utilisation", *per_process]
+    assert names(fig) == ["consumer utilisation", *per_process, "consumer rows held"]
     assert fig.layout.yaxis3.title.text == "RSS (MB)"
+    held = np.array(fig.data[-1].y, dtype=float)  # 1,500 bytes per fabricated change held
+    assert fig.data[-1].yaxis == "y3" and np.nanmax(held) > 0
     assert 15 < np.nanmax(np.array(fig.data[0].y, dtype=float)) <= 100  # ~20% busy, not 0.2
 
 

@@ -23,7 +23,8 @@ from rrlab.analysis.plots._common import (
 
 
 def resources(runs: Run | Sequence[Run]) -> go.Figure:
-    """Three panels: consumer utilisation (% busy), CPU % and RSS (MB) per process."""
+    """Three panels: consumer utilisation (% busy), CPU % and RSS (MB) per process, with the
+    encoded rows the consumer held (pending and in flight, MB) beside its RSS."""
     runs = as_runs(runs)
     several = len(runs) > 1
     width = bucket_width(runs)
@@ -68,6 +69,25 @@ def resources(runs: Run | Sequence[Run]) -> go.Figure:
                     row=row,
                     col=1,
                 )
+        held = bucketed(
+            run.consumer.drop_nulls("held_bytes"),  # runs from before it was reported: none
+            width,
+            [(pl.col("held_bytes").max() / 2**20).alias("held")],
+        )
+        if held.height:
+            fig.add_trace(
+                go.Scatter(
+                    x=held["t"],
+                    y=held["held"].round(1),
+                    name=trace_name("consumer rows held", label, several),
+                    legendgroup=f"{label}/held",
+                    mode="lines",
+                    line={**line_style(index, len(processes), several), "dash": "dot"},
+                    hovertemplate="consumer rows held %{y:,.1f} MB",
+                ),
+                row=3,
+                col=1,
+            )
     add_phase_bands(fig, runs[0], label_row=1)
     fig.update_xaxes(title_text=TIME_AXIS, row=3, col=1)
     fig.update_yaxes(title_text="consumer busy (%)", range=[0, 105], row=1, col=1)
