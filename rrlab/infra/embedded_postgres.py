@@ -134,6 +134,7 @@ class EmbeddedPostgres:
         with self._locked():
             running = self._postmaster()
             if running is not None:
+                self._check_installation(running.pid)
                 return self._url(running.port)
             self._prepare_data_dir()
             return self._url(self._start_server())
@@ -328,6 +329,22 @@ class EmbeddedPostgres:
             return None
         ready = len(lines) > 7 and lines[7].strip() == "ready"
         return _Postmaster(pid, port, socket_dir, ready) if ready else None
+
+    def _check_installation(self, pid: int) -> None:
+        """Refuse a running server whose binaries are gone (the virtual environment or clone
+        that started it was deleted): it can no longer load pgoutput, and the run would fail
+        later, naming a missing file."""
+        try:
+            executable = psutil.Process(pid).exe()
+        except psutil.Error:
+            return
+        if executable and not Path(executable).exists():
+            raise EmbeddedPostgresError(
+                f"The embedded PostgreSQL of {self.home} (pid {pid}) runs from {executable}, "
+                "which no longer exists (the environment that started it was deleted), so it "
+                "cannot serve logical replication. Stop it with `rrlab pg stop --force` "
+                f"(RRLAB_HOME={self.home}) and run again."
+            )
 
     def _previous_port(self) -> int | None:
         """The port of the previous start, from the rrlab.conf it wrote."""
