@@ -18,6 +18,7 @@ import pytest
 
 from rrlab.cli.main import main as rrlab_main
 from rrlab.exceptions import EmbeddedPostgresError
+from rrlab.infra import embedded_postgres
 from rrlab.infra.embedded_postgres import SERVER_USER, EmbeddedPostgres
 
 
@@ -201,8 +202,6 @@ def test_a_server_whose_installation_was_deleted_is_refused_with_the_fix(
     home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # as when the clone or virtual environment that started the shared server is deleted
-    from rrlab.infra import embedded_postgres
-
     package = embedded_postgres.bin_dir().parent.parent  # .../embedded_postgres
     copy = home / "site"  # the binaries find their libraries at ../../../embedded_postgres.libs
     for name in (package.name, f"{package.name}.libs"):
