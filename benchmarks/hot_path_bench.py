@@ -72,6 +72,23 @@ def load_messages(path: Path) -> list[bytes]:
     return messages
 
 
+def assemble(
+    messages: list[bytes], relations: RelationCache, assembler: TransactionAssembler
+) -> None:
+    """Decode ``messages`` as the consumer does and hand their changes to ``assembler``."""
+    for payload in messages:
+        message = decode_message(payload, relations, decode_old=False)
+        kind = type(message)
+        if kind is Insert:
+            assembler.change("insert", message.new)
+        elif kind is Update:
+            assembler.change("update", message.new)
+        elif kind is Begin:
+            assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
+        elif kind is Commit:
+            assembler.commit(message.end_lsn, message.commit_time_us)
+
+
 def replay(messages: list[bytes], batch_size: int) -> dict[str, float]:
     """One pass of the consumer's steps over ``messages``: CPU µs per row of each stage."""
 
@@ -95,17 +112,7 @@ def replay(messages: list[bytes], batch_size: int) -> dict[str, float]:
     rows = 0
     for start in range(0, len(messages), batch_size):
         began = clock()
-        for payload in messages[start : start + batch_size]:
-            message = decode_message(payload, relations, decode_old=False)
-            kind = type(message)
-            if kind is Insert:
-                assembler.change("insert", message.new)
-            elif kind is Update:
-                assembler.change("update", message.new)
-            elif kind is Begin:
-                assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
-            elif kind is Commit:
-                assembler.commit(message.end_lsn, message.commit_time_us)
+        assemble(messages[start : start + batch_size], relations, assembler)
         decoded = clock()
         for first in range(0, len(receiver.events), batch_size):
             events = receiver.events[first : first + batch_size]
