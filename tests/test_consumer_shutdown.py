@@ -155,6 +155,31 @@ def test_a_second_signal_exits_at_once_without_acknowledging(stuck_consumer, pro
     assert confirmed_lsn(profiling_db) < target
 
 
+def test_sigterm_stops_a_receive_loop_held_back_by_a_stalled_clickhouse(
+    tmp_path, profiling_db, chdb_endpoint, ch_database
+) -> None:
+    """At the byte budget the receive loop waits for a flush; a flush stuck on a stalled
+    server never ends, and a stop must not wait for it."""
+    with PausableTcpProxy("127.0.0.1", chdb_endpoint.port) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        consumer, log = start_consumer(
+            tmp_path, profiling_db, url, ch_database, **STUCK, max_buffered_mb=1
+        )
+        try:
+            wait_until(lambda: any(r["type"] == "ready" for r in reports(tmp_path)), consumer, log)
+            proxy.pause()
+            target = write_runs(profiling_db, batches=200, seed=3)  # ~2 MB of encoded rows
+            wait_until(lambda: "receive loop waiting for a flush" in log.read_text(), consumer, log)
+            consumer.terminate()
+            assert consumer.wait(timeout=120) == 0, log.read_text()
+        finally:
+            if consumer.poll() is None:
+                consumer.kill()
+                consumer.wait()
+    assert "unflushed work left unacknowledged" in log.read_text()
+    assert confirmed_lsn(profiling_db) < target
+
+
 @contextmanager
 def streaming_consumer(
     directory: Path, profiling_db, clickhouse_url: str, database: str

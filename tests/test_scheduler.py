@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import weakref
@@ -260,6 +261,29 @@ def test_held_bytes_at_the_limit_flush_at_once_and_block_until_a_flush_frees_the
         assert done.wait(WAIT)
         adder.join()
         assert sched.held_bytes == 0
+
+
+def test_a_blocked_add_returns_when_told_to_stop_though_the_flush_is_stuck(caplog) -> None:
+    flush = GatedFlush(hold=True)
+    stop = threading.Event()
+    with scheduler(
+        flush, flush_batch_size=100, size_of=tag_bytes, max_held_bytes=18, stop_waiting=stop
+    ) as sched:
+        with caplog.at_level(logging.INFO, logger="rrlab.service.scheduler"):
+            sched.add_transaction(txn(10, ("insert", "run_a")))
+            adder, done = add_in_thread(sched, txn(20, ("insert", "run_b")))
+            flush.wait_started(1)
+            wait_until(lambda: sched.blocked_adds == 1)
+        assert "receive loop waiting for a flush to finish: 1 flushes in flight" in caplog.text
+        assert not done.wait(0.5)  # still blocked: the flush holds its 18 bytes
+        stop.set()
+        assert done.wait(WAIT)  # flush 1 is still stuck
+        adder.join()
+        assert sched.in_flight == 1 and sched.ack_lsn == 0
+        # once stopping, an add over the budget no longer waits, and its change still flushes
+        sched.add_transaction(txn(30, ("insert", "run_c")))
+        assert sched.in_flight == 2 and sched.blocked_adds == 1
+        assert [e.run["id"] for e in flush.batches[1][1]] == ["run_c"]
 
 
 def test_an_idle_flush_worker_keeps_nothing_of_its_last_batch() -> None:

@@ -169,6 +169,7 @@ class Consumer:
             max_held_bytes=consumer.max_buffered_mb << 20,
             start_lsn=start_lsn,
             on_flush_failed=self._flush_failed,
+            stop_waiting=self.stop_requested,
         )
 
     def run(self) -> None:

@@ -28,6 +28,8 @@ so memory stays bounded and PostgreSQL holds the rest of the stream. With ``size
 ``max_held_bytes`` it also blocks while what it holds, the pending entries and the in-flight
 batches (``size_of`` each entry), comes to ``max_held_bytes`` or more: the count alone let
 a slow insert pile up 40,000 pending changes and four bodies of 20,000+ rows (~0.5 GB).
+A blocked add returns early once ``stop_waiting`` is set, so a consumer told to stop while
+ClickHouse stalls stops within ``STOP_CHECK_S`` instead of after the stalled flush's retries.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +63,10 @@ FlushFunction = Callable[[int, Any], None]
 BatchKey = tuple[EventKind, str]
 SizeFunction = Callable[[Any], int]
 """The bytes an entry ``build`` made holds while pending or in flight."""
+STOP_CHECK_S = 0.2
+"""How often a blocked add looks at ``stop_waiting``."""
+BLOCKED_LOG_INTERVAL_S = 60.0
+"""At most one log line per this many seconds says the receive loop is held back."""
 
 
 class FlushScheduler:
@@ -85,6 +92,7 @@ class FlushScheduler:
         max_held_bytes: int | None = None,
         start_lsn: int = 0,
         on_flush_failed: Callable[[int, BaseException], None] | None = None,
+        stop_waiting: threading.Event | None = None,
     ) -> None:
         self._flush = flush
         self._build = build
@@ -97,6 +105,7 @@ class FlushScheduler:
         self._size_of = size_of
         self._max_held_bytes = max_held_bytes if size_of is not None else None
         self._on_flush_failed = on_flush_failed
+        self._stop_waiting = stop_waiting or threading.Event()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[BatchKey, tuple[int, Any, int]] = {}  # key → (version, built, size)
@@ -117,6 +126,7 @@ class FlushScheduler:
         self.flushes_started = 0
         self.flushes_failed = 0
         self.blocked_adds = 0
+        self._blocked_logged_at: float | None = None
 
     # --- the receive loop's side -------------------------------------------------
 
@@ -133,12 +143,22 @@ class FlushScheduler:
             batch = self._take_batch() if due else None
         self._launch(batch)
         with self._lock:
-            while self._in_flight and (
-                (len(self._pending) >= self._max_pending and self._in_flight >= self._slots)
-                or self._over_budget()
+            blocked = False
+            while (
+                self._in_flight
+                and (
+                    (len(self._pending) >= self._max_pending and self._in_flight >= self._slots)
+                    or self._over_budget()
+                )
+                and not self._stop_waiting.is_set()
             ):
-                self.blocked_adds += 1
-                self._changed.wait()
+                if not blocked:
+                    self.blocked_adds += 1
+                    blocked = True
+                    self._log_blocked()
+                # a timeout: the stop is set by a signal handler, which cannot notify (it
+                # runs in this thread and may interrupt it while it holds the lock)
+                self._changed.wait(STOP_CHECK_S)
 
     def note_position(self, lsn: int) -> None:
         """A keepalive's WAL end or an empty transaction's end: nothing new to flush up to it."""
@@ -216,6 +236,23 @@ class FlushScheduler:
             elif version >= stored[0]:
                 pending[key] = (version, built, size)
                 self._pending_bytes += size - stored[2]
+
+    def _log_blocked(self) -> None:
+        """Say why the receive loop waits, now and then (lock held)."""
+        now = time.monotonic()
+        if self._blocked_logged_at is not None and now - self._blocked_logged_at < (
+            BLOCKED_LOG_INTERVAL_S
+        ):
+            return
+        self._blocked_logged_at = now
+        held = (self._pending_bytes + self._in_flight_bytes) / (1 << 20)
+        log.info(
+            "receive loop waiting for a flush to finish: %d flushes in flight, %d changes "
+            "pending, %.1f MB of rows held; PostgreSQL keeps the rest of the stream",
+            self._in_flight,
+            len(self._pending),
+            held,
+        )
 
     def _over_budget(self) -> bool:
         limit = self._max_held_bytes
