@@ -19,6 +19,7 @@ from rrlab.results import (
     write_config,
     write_metrics,
 )
+from rrlab.runner.disk_space import check_run_disk_space
 from rrlab.runner.infrastructure import prepared_infrastructure
 from rrlab.runner.metrics import outage_summary
 from rrlab.runner.orchestrator import Orchestrator, RunInterrupted, interrupts_as_exceptions
@@ -149,6 +150,8 @@ def run(
 
 
 def _run(resolved: RunConfig, progress: bool) -> Path:
+    # before the run folder, PostgreSQL's set-up (which truncates TaskRun) and any process
+    check_run_disk_space(resolved)
     run_dir = create_run_dir(resolved)
     write_config(run_dir, resolved)
     metadata = run_metadata(resolved, run_dir)

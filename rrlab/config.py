@@ -157,11 +157,14 @@ class ClickHouseConfig:
 
 @dataclass(frozen=True)
 class OutputConfig:
-    """Where and under which name the run folder is written."""
+    """Where and under which name the run folder is written, and whether the disk must fit it."""
 
     results_dir: str = "results"
     run_name: str = field(default="run", metadata=_limits(pattern=RUN_NAME))
     verbose: bool = False
+    # refuse a run whose embedded PostgreSQL and ClickHouse data would not fit on the disk
+    # (rrlab.runner.disk_space); false runs it anyway
+    check_disk_space: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from rrlab.infra.pg_setup import current_wal_lsn, load_fixtures, setup_profiling
 from rrlab.infra.postgres import connect
 from rrlab.producer.generator import RunGenerator
 from rrlab.producer.writer import RunPool, RunWriter
+from rrlab.runner.disk_space import DiskNeed, check_disk_space, clickhouse_need, postgres_need
 from rrlab.service.events import lsn_to_int, lsn_to_str
 from rrlab.urls import PostgresUrl
 
@@ -76,6 +77,15 @@ class DrainOptions:
     overrides: dict[str, Any] = field(default_factory=dict)
     results_dir: str = "results"
     seed: int = 7
+
+    @property
+    def updates(self) -> int:
+        return round(self.inserts * self.update_ratio)
+
+    @property
+    def changes(self) -> int:
+        """The backlog's inserts, updates and deletes."""
+        return self.inserts + self.updates + self.deletes
 
     def check(self) -> None:
         if self.inserts < 1:
@@ -156,8 +166,7 @@ class BacklogMix:
 def build_backlog(url: PostgresUrl, options: DrainOptions) -> Backlog:
     """Write the backlog with the producer's writer (batches of 500 records, each kind its
     own transaction, updates as real status transitions of earlier runs)."""
-    updates = round(options.inserts * options.update_ratio)
-    mix = BacklogMix(options.inserts, updates, options.deletes)
+    mix = BacklogMix(options.inserts, options.updates, options.deletes)
     with connect(url) as conn:
         fixtures = load_fixtures(conn)
         start_lsn = lsn_to_int(current_wal_lsn(conn))
@@ -376,6 +385,16 @@ def summarise(options: DrainOptions, backlog: Backlog, drains: list[Drain]) -> d
     return result
 
 
+def backlog_needs(options: DrainOptions, workdir: Path) -> list[DiskNeed]:
+    """What the benchmark writes in ``workdir``: the backlog in its PostgreSQL, and one copy
+    of it in ClickHouse per round (a dropped database's files stay for 8 minutes)."""
+    changes, payload_kb = options.changes, options.payload_kb
+    return [
+        postgres_need(changes, payload_kb, workdir / "pg"),
+        clickhouse_need(changes * options.rounds, payload_kb, workdir / "clickhouse"),
+    ]
+
+
 def drain_bench(
     options: DrainOptions | None = None, *, progress: Callable[[str], None] = log.info
 ) -> dict[str, Any]:
@@ -383,7 +402,16 @@ def drain_bench(
     save the result under ``results/bench/`` and return it (see :func:`summarise`)."""
     options = options or DrainOptions()
     options.check()
-    consumer_config(options, BENCH_SLOT, MOCK, "bench")  # bad params fail before anything starts
+    # bad params fail before anything starts
+    config = consumer_config(options, BENCH_SLOT, MOCK, "bench")
+    if config.output.check_disk_space:
+        check_disk_space(
+            backlog_needs(options, Path(tempfile.gettempdir()) / "rrlab-bench-*"),
+            f"a backlog of {options.changes:,} changes (--inserts, --update-ratio, --deletes) "
+            f"with --payload-kb {options.payload_kb:g}, drained into ClickHouse "
+            f"{options.rounds} time(s) (--rounds)",
+            "use fewer --inserts or --rounds, set TMPDIR to a folder on a larger disk",
+        )
     with tempfile.TemporaryDirectory(prefix="rrlab-bench-") as home:
         workdir = Path(home)
         server = EmbeddedPostgres(workdir / "pg")
