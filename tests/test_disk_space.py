@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rrlab.bench.drain import DrainOptions, drain_bench
+from rrlab.bench.drain import DrainOptions, backlog_needs, drain_bench
 from rrlab.cli.main import main
 from rrlab.config import RunConfig, load_config
 from rrlab.exceptions import RunError
@@ -22,6 +22,7 @@ from rrlab.runner.disk_space import (
     POSTGRES_TABLE_BYTES,
     POSTGRES_WAL_BYTES,
     check_run_disk_space,
+    checkpoint_wal_bytes,
     per_record_bytes,
     run_needs,
     run_records,
@@ -74,7 +75,8 @@ def test_embedded_postgres_and_chdb_are_both_counted(home: Path, tmp_path: Path)
     assert run_records(run) == 1_000_000
     postgres, clickhouse = run_needs(run)
     assert postgres.path == home / "postgres" == EmbeddedPostgres().data_dir
-    table, wal = 1_000_000 * POSTGRES_TABLE_BYTES[1], 1_000_000 * POSTGRES_WAL_BYTES[1]
+    table = 1_000_000 * POSTGRES_TABLE_BYTES[1]
+    wal = min(1_000_000 * POSTGRES_WAL_BYTES[1], checkpoint_wal_bytes())  # 3.3 GB: capped
     assert postgres.bytes == round(table + wal)
     assert clickhouse.path == tmp_path / "out"
     assert clickhouse.bytes == 1_000_000 * CLICKHOUSE_BYTES[1]
@@ -98,10 +100,26 @@ def test_only_what_rrlab_stores_here_counts(home: Path) -> None:
     assert run_needs(config(**{"postgres.database_url": URL, "clickhouse.sink": "mock"})) == []
 
 
-def test_wal_is_capped_at_what_the_server_keeps(home: Path) -> None:
+def test_a_runs_wal_is_capped_at_what_checkpoints_keep(home: Path) -> None:
     long_run = config(phases=[{"name": "day", "duration_s": 86_400, "target_throughput": 10_000}])
     (postgres,) = run_needs(long_run.with_overrides({"clickhouse.sink": "mock"}))
     table = run_records(long_run) * POSTGRES_TABLE_BYTES[1]
+    assert postgres.bytes == round(table + checkpoint_wal_bytes())
+    assert checkpoint_wal_bytes() == 2 * 2**30  # max_wal_size
+    short_run = config(phases=[{"name": "s", "duration_s": 10, "target_throughput": 1_000}])
+    (postgres,) = run_needs(short_run.with_overrides({"clickhouse.sink": "mock"}))
+    per_record = POSTGRES_TABLE_BYTES[1] + POSTGRES_WAL_BYTES[1]
+    assert postgres.bytes == round(10_000 * per_record)
+
+
+def test_a_drains_wal_is_all_kept_up_to_what_the_slot_may_hold() -> None:
+    options = DrainOptions(inserts=2_000_000, update_ratio=0.25, payload_kb=1.0)
+    postgres, _ = backlog_needs(options, Path("/tmp/x"))
+    per_record = POSTGRES_TABLE_BYTES[1] + POSTGRES_WAL_BYTES[1]
+    assert postgres.bytes == round(2_500_000 * per_record)  # 8.2 GB of WAL: all of it
+    options = DrainOptions(inserts=4_000_000, update_ratio=0.25, payload_kb=1.0)
+    postgres, _ = backlog_needs(options, Path("/tmp/x"))
+    table = 5_000_000 * POSTGRES_TABLE_BYTES[1]
     assert postgres.bytes == round(table + wal_ceiling_bytes())
     assert wal_ceiling_bytes() == 10 * 2**30  # max_wal_size 2GB + max_slot_wal_keep_size 8GB
 

@@ -46,7 +46,13 @@ from rrlab.infra.pg_setup import current_wal_lsn, load_fixtures, setup_profiling
 from rrlab.infra.postgres import connect
 from rrlab.producer.generator import RunGenerator
 from rrlab.producer.writer import RunPool, RunWriter
-from rrlab.runner.disk_space import DiskNeed, check_disk_space, clickhouse_need, postgres_need
+from rrlab.runner.disk_space import (
+    DiskNeed,
+    check_disk_space,
+    clickhouse_need,
+    postgres_need,
+    wal_ceiling_bytes,
+)
 from rrlab.service.events import lsn_to_int, lsn_to_str
 from rrlab.urls import PostgresUrl
 
@@ -386,11 +392,12 @@ def summarise(options: DrainOptions, backlog: Backlog, drains: list[Drain]) -> d
 
 
 def backlog_needs(options: DrainOptions, workdir: Path) -> list[DiskNeed]:
-    """What the benchmark writes in ``workdir``: the backlog in its PostgreSQL, and one copy
-    of it in ClickHouse per round (a dropped database's files stay for 8 minutes)."""
+    """What the benchmark writes in ``workdir``: the backlog in its PostgreSQL with all its
+    WAL (the slot is only copied, never advanced), and one copy of it in ClickHouse per
+    round (a dropped database's files stay for 8 minutes)."""
     changes, payload_kb = options.changes, options.payload_kb
     return [
-        postgres_need(changes, payload_kb, workdir / "pg"),
+        postgres_need(changes, payload_kb, workdir / "pg", wal_ceiling_bytes()),
         clickhouse_need(changes * options.rounds, payload_kb, workdir / "clickhouse"),
     ]
 

@@ -80,16 +80,22 @@ def _setting_bytes(name: str) -> int:
     return int(number) * 1024 ** ("KMGT".index(unit[0]) + 1)
 
 
+def checkpoint_wal_bytes() -> int:
+    """The WAL the embedded server keeps while its slot keeps up: max_wal_size, after which
+    a checkpoint lets it recycle the segments."""
+    return _setting_bytes("max_wal_size")
+
+
 def wal_ceiling_bytes() -> int:
     """The most WAL the embedded server keeps: max_wal_size between checkpoints, plus what a
     lagging slot may hold back (max_slot_wal_keep_size; past it the slot is given up)."""
-    return _setting_bytes("max_wal_size") + _setting_bytes("max_slot_wal_keep_size")
+    return checkpoint_wal_bytes() + _setting_bytes("max_slot_wal_keep_size")
 
 
-def postgres_need(records: int, payload_kb: float, data_dir: Path) -> DiskNeed:
-    """The embedded PostgreSQL's TaskRun table and the WAL kept while the slot lags."""
+def postgres_need(records: int, payload_kb: float, data_dir: Path, wal_cap: int) -> DiskNeed:
+    """The embedded PostgreSQL's TaskRun table and the WAL it keeps, at most ``wal_cap``."""
     table = records * per_record_bytes(POSTGRES_TABLE_BYTES, payload_kb)
-    wal = min(records * per_record_bytes(POSTGRES_WAL_BYTES, payload_kb), wal_ceiling_bytes())
+    wal = min(records * per_record_bytes(POSTGRES_WAL_BYTES, payload_kb), wal_cap)
     return DiskNeed(
         "the embedded PostgreSQL's data",
         data_dir,
@@ -117,7 +123,10 @@ def run_needs(config: RunConfig) -> list[DiskNeed]:
     records, payload_kb = run_records(config), config.producer.payload_size_kb
     needs = []
     if config.postgres.database_url is None:
-        needs.append(postgres_need(records, payload_kb, EmbeddedPostgres().data_dir))
+        # the consumer acknowledges as it goes, so checkpoints recycle the WAL; a slot that
+        # lags far behind keeps more (up to wal_ceiling_bytes), which the warning covers
+        data_dir = EmbeddedPostgres().data_dir
+        needs.append(postgres_need(records, payload_kb, data_dir, checkpoint_wal_bytes()))
     if config.clickhouse.sink == "chdb":
         # the run folder is <results_dir>/<date>/<time>-<name>: it is not made yet
         results_dir = Path(config.output.results_dir).expanduser().absolute()
