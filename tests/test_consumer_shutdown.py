@@ -12,9 +12,10 @@ import random
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -114,23 +115,49 @@ def test_standalone_the_reports_go_to_the_stats_file(
     assert samples[-1]["held_bytes"] == 0  # everything flushed: no encoded rows held
 
 
-@pytest.fixture
-def stuck_consumer(tmp_path, profiling_db, chdb_endpoint, ch_database):
-    """A consumer whose one flush is stuck on a stalled ClickHouse; yields it, its log and
-    the end of the WAL it must not acknowledge."""
+@contextmanager
+def stalled_consumer(
+    tmp_path: Path,
+    profiling_db,
+    chdb_endpoint,
+    ch_database: str,
+    *,
+    batches: int,
+    stuck_when: Callable[[Path], bool],
+    **settings: Any,
+) -> Iterator[tuple[subprocess.Popen, Path, int]]:
+    """A consumer whose flushes are stuck on a stalled ClickHouse: ``batches`` × 10 runs are
+    written behind the paused server, then ``stuck_when(log)`` is awaited. Yields the
+    consumer, its log and the end of the WAL it must not acknowledge."""
     with PausableTcpProxy("127.0.0.1", chdb_endpoint.port) as proxy:
         url = f"http://127.0.0.1:{proxy.port}"
-        consumer, log = start_consumer(tmp_path, profiling_db, url, ch_database, **STUCK)
+        consumer, log = start_consumer(
+            tmp_path, profiling_db, url, ch_database, **STUCK, **settings
+        )
         try:
             wait_until(lambda: any(r["type"] == "ready" for r in reports(tmp_path)), consumer, log)
             proxy.pause()
-            target = write_runs(profiling_db, batches=1, seed=2)
-            wait_until(lambda: any(s["in_flight"] for s in stats(tmp_path)), consumer, log)
+            target = write_runs(profiling_db, batches=batches, seed=2)
+            wait_until(lambda: stuck_when(log), consumer, log)
             yield consumer, log, target
         finally:
             if consumer.poll() is None:
                 consumer.kill()
                 consumer.wait()
+
+
+@pytest.fixture
+def stuck_consumer(tmp_path, profiling_db, chdb_endpoint, ch_database):
+    """A consumer whose one flush is stuck on a stalled ClickHouse."""
+    with stalled_consumer(
+        tmp_path,
+        profiling_db,
+        chdb_endpoint,
+        ch_database,
+        batches=1,
+        stuck_when=lambda log: any(s["in_flight"] for s in stats(tmp_path)),
+    ) as stuck:
+        yield stuck
 
 
 def test_sigterm_exits_0_without_waiting_for_a_flush_stuck_on_a_stalled_clickhouse(
@@ -160,22 +187,17 @@ def test_sigterm_stops_a_receive_loop_held_back_by_a_stalled_clickhouse(
 ) -> None:
     """At the byte budget the receive loop waits for a flush; a flush stuck on a stalled
     server never ends, and a stop must not wait for it."""
-    with PausableTcpProxy("127.0.0.1", chdb_endpoint.port) as proxy:
-        url = f"http://127.0.0.1:{proxy.port}"
-        consumer, log = start_consumer(
-            tmp_path, profiling_db, url, ch_database, **STUCK, max_buffered_mb=1
-        )
-        try:
-            wait_until(lambda: any(r["type"] == "ready" for r in reports(tmp_path)), consumer, log)
-            proxy.pause()
-            target = write_runs(profiling_db, batches=200, seed=3)  # ~2 MB of encoded rows
-            wait_until(lambda: "receive loop waiting for a flush" in log.read_text(), consumer, log)
-            consumer.terminate()
-            assert consumer.wait(timeout=120) == 0, log.read_text()
-        finally:
-            if consumer.poll() is None:
-                consumer.kill()
-                consumer.wait()
+    with stalled_consumer(
+        tmp_path,
+        profiling_db,
+        chdb_endpoint,
+        ch_database,
+        batches=200,  # ~2 MB of encoded rows
+        stuck_when=lambda log: "receive loop waiting for a flush" in log.read_text(),
+        max_buffered_mb=1,
+    ) as (consumer, log, target):
+        consumer.terminate()
+        assert consumer.wait(timeout=120) == 0, log.read_text()
     assert "unflushed work left unacknowledged" in log.read_text()
     assert confirmed_lsn(profiling_db) < target
 
