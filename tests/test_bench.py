@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from rrlab.analysis.drains import load_drains
 from rrlab.bench.drain import DrainOptions, drain_bench
 from rrlab.cli.main import main
 from rrlab.exceptions import ConfigError
@@ -56,6 +57,13 @@ def test_drain_bench_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     saved = Path(result["saved_to"])
     assert saved.parent == tmp_path / "bench" and saved.name.endswith("-drain.json")
     assert json.loads(saved.read_text())["rows"] == result["rows"]
+    drains = load_drains(tmp_path)  # as the drain notebook reads it
+    assert drains["variant"].to_list() == ["pg_recvlogical", "mock", "chdb"]
+    ratios = dict(zip(drains["variant"], drains["ratio"], strict=True))
+    assert ratios["chdb"] == pytest.approx(result["ratio_chdb"]["median"], abs=1e-3)
+    assert drains["cpu_us_per_row"].to_list() == pytest.approx(
+        [d["cpu_s"] * 1e6 / result["rows"] for d in result["drains"]]
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import pytest
 
 from rrlab.analysis.load import find_runs
 from tests.fixtures.fabricated_run import fabricate_run
+from tests.fixtures.saved_drains import save_drains
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
@@ -156,3 +157,13 @@ def array(data: list | dict) -> np.ndarray:
     if isinstance(data, dict):
         return np.frombuffer(base64.b64decode(data["bdata"]), dtype=data["dtype"])
     return np.array(data, dtype=float)
+
+
+def test_drain_notebook_renders_saved_benchmark_results(tmp_path):
+    fast = {"pg_recvlogical": [0.02, 0.02, 0.03], "mock": [0.02, 0.025, 0.03], "chdb": [0.05] * 3}
+    save_drains(tmp_path / "results", "20261127T070000Z", fast)
+    save_drains(tmp_path / "results", "20261127T080000Z", fast, {"consumer.flush_batch_size": 5000})
+    nb = execute("drain.ipynb", tmp_path, results_dir=str(tmp_path / "results"))
+    assert_no_errors(nb)
+    assert len(figures(nb)) == 2  # the ratios and CPU per row, the summary table
+    assert "flush_batch_size=5000" in figures(nb)[0]["data"]["text/html"]

@@ -143,7 +143,7 @@ def load_run(path: str | Path) -> Run:
             f"{str(run_dir)!r} is not a run folder: it has no metrics.json. Give a folder "
             f"written by `rrlab run` (results/<date>/<time>-<name>/).{hint}"
         )
-    metrics = _read_json(metrics_file)
+    metrics = read_json(metrics_file)
     version = metrics.get("schema_version")
     if not isinstance(version, int) or version > METRICS_SCHEMA_VERSION:
         raise ResultsError(
@@ -151,7 +151,7 @@ def load_run(path: str | Path) -> Run:
             f"up to {METRICS_SCHEMA_VERSION}. Upgrade rrlab to read it."
         )
     config_file = run_dir / "config.json"
-    config = _read_json(config_file) if config_file.is_file() else {}
+    config = read_json(config_file) if config_file.is_file() else {}
     return Run(
         path=run_dir.resolve(),
         config=config,
@@ -218,7 +218,8 @@ def flatten(data: dict[str, Any], sep: str = "_", prefix: str = "") -> dict[str,
     return flat
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ResultsError naming the file when it cannot be read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

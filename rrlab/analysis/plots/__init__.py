@@ -6,6 +6,7 @@ and returns a ``plotly.graph_objects.Figure``; time series are bucketed to at mo
 """
 
 from rrlab.analysis.plots._common import MAX_POINTS
+from rrlab.analysis.plots.drains import drain_ratios
 from rrlab.analysis.plots.flushes import flushes
 from rrlab.analysis.plots.lag import replication_lag
 from rrlab.analysis.plots.profiles import allocation_sites, heap, hot_lines
@@ -18,6 +19,7 @@ __all__ = [
     "MAX_POINTS",
     "allocation_sites",
     "breaking_point",
+    "drain_ratios",
     "flushes",
     "heap",
     "hot_lines",
