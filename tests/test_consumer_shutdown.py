@@ -182,11 +182,11 @@ def test_a_second_signal_exits_at_once_without_acknowledging(stuck_consumer, pro
     assert confirmed_lsn(profiling_db) < target
 
 
-def test_sigterm_stops_a_receive_loop_held_back_by_a_stalled_clickhouse(
+def test_a_receive_loop_held_back_by_a_stalled_clickhouse_reports_and_stops_on_sigterm(
     tmp_path, profiling_db, chdb_endpoint, ch_database
 ) -> None:
     """At the byte budget the receive loop waits for a flush; a flush stuck on a stalled
-    server never ends, and a stop must not wait for it."""
+    server never ends: the consumer goes on reporting, and a stop does not wait for it."""
     with stalled_consumer(
         tmp_path,
         profiling_db,
@@ -196,6 +196,10 @@ def test_sigterm_stops_a_receive_loop_held_back_by_a_stalled_clickhouse(
         stuck_when=lambda log: "receive loop waiting for a flush" in log.read_text(),
         max_buffered_mb=1,
     ) as (consumer, log, target):
+        reported = len(stats(tmp_path))
+        wait_until(lambda: len(stats(tmp_path)) >= reported + 2, consumer, log)
+        held_back = stats(tmp_path)[-1]
+        assert held_back["held_bytes"] >= 1 << 20 and held_back["in_flight"] > 0
         consumer.terminate()
         assert consumer.wait(timeout=120) == 0, log.read_text()
     assert "unflushed work left unacknowledged" in log.read_text()

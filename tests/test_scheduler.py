@@ -263,19 +263,30 @@ def test_held_bytes_at_the_limit_flush_at_once_and_block_until_a_flush_frees_the
         assert sched.held_bytes == 0
 
 
-def test_a_blocked_add_returns_when_told_to_stop_though_the_flush_is_stuck(caplog) -> None:
+def test_a_blocked_add_reports_and_returns_when_told_to_stop_though_the_flush_is_stuck(
+    caplog,
+) -> None:
     flush = GatedFlush(hold=True)
     stop = threading.Event()
+    held_while_blocked: list[int] = []
     with scheduler(
-        flush, flush_batch_size=100, size_of=tag_bytes, max_held_bytes=18, stop_waiting=stop
+        flush,
+        flush_batch_size=100,
+        size_of=tag_bytes,
+        max_held_bytes=18,
+        stop_waiting=stop,
+        # reads the scheduler, so it must be called without the lock held
+        on_blocked=lambda: held_while_blocked.append(sched.held_bytes),
     ) as sched:
         with caplog.at_level(logging.INFO, logger="rrlab.service.scheduler"):
             sched.add_transaction(txn(10, ("insert", "run_a")))
+            assert held_while_blocked == []
             adder, done = add_in_thread(sched, txn(20, ("insert", "run_b")))
             flush.wait_started(1)
             wait_until(lambda: sched.blocked_adds == 1)
         assert "receive loop waiting for a flush to finish: 1 flushes in flight" in caplog.text
         assert not done.wait(0.5)  # still blocked: the flush holds its 18 bytes
+        assert held_while_blocked[-1] == 18  # told, every BLOCKED_CHECK_S
         stop.set()
         assert done.wait(WAIT)  # flush 1 is still stuck
         adder.join()

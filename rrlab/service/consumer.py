@@ -142,6 +142,10 @@ class Consumer:
         consumer = config.consumer
         self.scheduler = self._new_scheduler(start_lsn=0)
         self._lags: list[float] = []
+        # the stream being read, and when the next 1 s report is due: also used by the
+        # reports made while the receive loop is held back (_report_while_held_back)
+        self._stream: ReplicationStream | None = None
+        self._next_report = 0.0
         self.assembler = TransactionAssembler(
             self.scheduler,
             origin_generation=consumer.origin_generation,
@@ -170,6 +174,7 @@ class Consumer:
             start_lsn=start_lsn,
             on_flush_failed=self._flush_failed,
             stop_waiting=self.stop_requested,
+            on_blocked=self._report_while_held_back,
         )
 
     def run(self) -> None:
@@ -182,7 +187,7 @@ class Consumer:
         log.info(
             "streaming slot %s (publication %s)", consumer.slot_name, consumer.publication_name
         )
-        next_report = time.monotonic() + 1.0
+        self._next_report = time.monotonic() + 1.0
         last_reply_request = 0.0
         try:
             while not self.stop_requested.is_set():
@@ -213,10 +218,8 @@ class Consumer:
                 if now >= next_release:
                     _release_free_heap()
                     next_release = now + HEAP_RELEASE_INTERVAL_S
-                if now >= next_report or self.report_requested.is_set():
-                    self._report(stream, requested=self.report_requested.is_set())
-                    self.report_requested.clear()
-                    next_report = now + 1.0
+                if now >= self._next_report or self.report_requested.is_set():
+                    self._report_now(stream, now)
                     if self.scheduler.stalled:
                         stream = self._resume_after_failed_flush(stream)
         finally:
@@ -248,12 +251,13 @@ class Consumer:
         deadline = time.monotonic() + patience_s
         for attempt in itertools.count():
             try:
-                return ReplicationStream(
+                self._stream = ReplicationStream(
                     self.database_url,
                     consumer.slot_name,
                     consumer.publication_name,
                     status_interval_s=consumer.status_interval_s,
                 )
+                return self._stream
             except retry_on as exc:
                 if self.stop_requested.is_set():
                     raise StopRequested from None
@@ -353,6 +357,26 @@ class Consumer:
             self.assembler.begin(message.xid, message.final_lsn, message.commit_time_us)
         elif kind is Commit:
             self.assembler.commit(message.end_lsn, message.commit_time_us)
+
+    def _report_now(self, stream: ReplicationStream, now: float) -> None:
+        """The 1 s report (or the one the runner asked for); the next is due in a second."""
+        self._report(stream, requested=self.report_requested.is_set())
+        self.report_requested.clear()
+        self._next_report = now + 1.0
+
+    def _report_while_held_back(self) -> None:
+        """The scheduler calls this while the receive loop waits for a flush to finish (the
+        byte budget or the pending cap, e.g. behind a stalled ClickHouse): the reports go on,
+        and so do status updates, which keep the walsender from ending a connection that has
+        been silent for wal_sender_timeout (60 s by default) while the flush retries."""
+        now = time.monotonic()
+        if now < self._next_report and not self.report_requested.is_set():
+            return
+        stream = self._stream
+        stream.flushed_lsn = max(stream.flushed_lsn, self.scheduler.ack_lsn)
+        with contextlib.suppress(ReplicationError):  # the receive loop's next read resumes it
+            stream.send_status(stream.flushed_lsn)
+        self._report_now(stream, now)
 
     def _report(self, stream: ReplicationStream, requested: bool = False) -> None:
         """One report per second: counts since the previous report, and current state."""

@@ -29,7 +29,9 @@ so memory stays bounded and PostgreSQL holds the rest of the stream. With ``size
 batches (``size_of`` each entry), comes to ``max_held_bytes`` or more: the count alone let
 a slow insert pile up 40,000 pending changes and four bodies of 20,000+ rows (~0.5 GB).
 A blocked add returns early once ``stop_waiting`` is set, so a consumer told to stop while
-ClickHouse stalls stops within ``STOP_CHECK_S`` instead of after the stalled flush's retries.
+ClickHouse stalls stops within ``BLOCKED_CHECK_S`` instead of after the stalled flush's
+retries; meanwhile it calls ``on_blocked`` at that pace, which the consumer uses to go on
+reporting and to keep its replication connection alive.
 """
 
 from __future__ import annotations
@@ -63,8 +65,8 @@ FlushFunction = Callable[[int, Any], None]
 BatchKey = tuple[EventKind, str]
 SizeFunction = Callable[[Any], int]
 """The bytes an entry ``build`` made holds while pending or in flight."""
-STOP_CHECK_S = 0.2
-"""How often a blocked add looks at ``stop_waiting``."""
+BLOCKED_CHECK_S = 0.2
+"""How often a blocked add looks at ``stop_waiting`` and calls ``on_blocked``."""
 BLOCKED_LOG_INTERVAL_S = 60.0
 """At most one log line per this many seconds says the receive loop is held back."""
 
@@ -93,6 +95,7 @@ class FlushScheduler:
         start_lsn: int = 0,
         on_flush_failed: Callable[[int, BaseException], None] | None = None,
         stop_waiting: threading.Event | None = None,
+        on_blocked: Callable[[], None] | None = None,
     ) -> None:
         self._flush = flush
         self._build = build
@@ -106,6 +109,7 @@ class FlushScheduler:
         self._max_held_bytes = max_held_bytes if size_of is not None else None
         self._on_flush_failed = on_flush_failed
         self._stop_waiting = stop_waiting or threading.Event()
+        self._on_blocked = on_blocked
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending: dict[BatchKey, tuple[int, Any, int]] = {}  # key → (version, built, size)
@@ -142,23 +146,20 @@ class FlushScheduler:
             due = len(self._pending) >= self._batch_size or self._over_budget()
             batch = self._take_batch() if due else None
         self._launch(batch)
-        with self._lock:
-            blocked = False
-            while (
-                self._in_flight
-                and (
-                    (len(self._pending) >= self._max_pending and self._in_flight >= self._slots)
-                    or self._over_budget()
-                )
-                and not self._stop_waiting.is_set()
-            ):
+        blocked = False
+        while True:
+            with self._lock:
+                if not self._held_back():
+                    return
                 if not blocked:
                     self.blocked_adds += 1
                     blocked = True
                     self._log_blocked()
                 # a timeout: the stop is set by a signal handler, which cannot notify (it
                 # runs in this thread and may interrupt it while it holds the lock)
-                self._changed.wait(STOP_CHECK_S)
+                self._changed.wait(BLOCKED_CHECK_S)
+            if self._on_blocked is not None:
+                self._on_blocked()
 
     def note_position(self, lsn: int) -> None:
         """A keepalive's WAL end or an empty transaction's end: nothing new to flush up to it."""
@@ -236,6 +237,18 @@ class FlushScheduler:
             elif version >= stored[0]:
                 pending[key] = (version, built, size)
                 self._pending_bytes += size - stored[2]
+
+    def _held_back(self) -> bool:
+        """An add must wait for a flush to finish (lock held): every slot is busy and the
+        map is full, or the rows held are at the budget; unless told to stop."""
+        return (
+            self._in_flight > 0
+            and (
+                (len(self._pending) >= self._max_pending and self._in_flight >= self._slots)
+                or self._over_budget()
+            )
+            and not self._stop_waiting.is_set()
+        )
 
     def _log_blocked(self) -> None:
         """Say why the receive loop waits, now and then (lock held)."""
