@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from rrlab.exceptions import PostgresError
 from rrlab.infra.ch_migrations import run_migrations
@@ -64,6 +65,14 @@ def confirmed_lsn(profiling_db) -> int:
             (profiling_db.slot_name,),
         ).fetchone()
     return lsn_to_int(row[0])
+
+
+def slot_in_use(profiling_db) -> bool:
+    with connect(profiling_db.url) as conn:
+        return conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = %s",
+            (profiling_db.slot_name,),
+        ).fetchone()[0]
 
 
 def reports(tmp_path: Path) -> list[dict]:
@@ -187,6 +196,8 @@ def test_a_receive_loop_held_back_by_a_stalled_clickhouse_reports_and_stops_on_s
 ) -> None:
     """At the byte budget the receive loop waits for a flush; a flush stuck on a stalled
     server never ends: the consumer goes on reporting, and a stop does not wait for it."""
+    # a walsender that hears nothing from its client for this long ends the connection
+    quick_timeout = make_conninfo(profiling_db.url.url, options="-c wal_sender_timeout=2s")
     with stalled_consumer(
         tmp_path,
         profiling_db,
@@ -194,12 +205,14 @@ def test_a_receive_loop_held_back_by_a_stalled_clickhouse_reports_and_stops_on_s
         ch_database,
         batches=200,  # ~2 MB of encoded rows
         stuck_when=lambda log: "receive loop waiting for a flush" in log.read_text(),
+        database_url=quick_timeout,
         max_buffered_mb=1,
     ) as (consumer, log, target):
         reported = len(stats(tmp_path))
-        wait_until(lambda: len(stats(tmp_path)) >= reported + 2, consumer, log)
+        wait_until(lambda: len(stats(tmp_path)) >= reported + 5, consumer, log)  # 5 s held back
         held_back = stats(tmp_path)[-1]
         assert held_back["held_bytes"] >= 1 << 20 and held_back["in_flight"] > 0
+        assert slot_in_use(profiling_db)  # its status updates kept the connection
         consumer.terminate()
         assert consumer.wait(timeout=120) == 0, log.read_text()
     assert "unflushed work left unacknowledged" in log.read_text()

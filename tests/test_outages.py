@@ -401,9 +401,15 @@ def test_a_permanent_sink_error_ends_the_consumer(profiling_db) -> None:
 
 
 def start_consumer(
-    tmp_path: Path, profiling_db, clickhouse_url: str, database: str, **consumer: Any
+    tmp_path: Path,
+    profiling_db,
+    clickhouse_url: str,
+    database: str,
+    database_url: str | None = None,
+    **consumer: Any,
 ) -> tuple[subprocess.Popen, Path]:
-    """A standalone consumer process (as ``python -m rrlab.service.consumer``); its log."""
+    """A standalone consumer process (as ``python -m rrlab.service.consumer``) of the
+    profiling database (or ``database_url``); its log."""
     config = tmp_path / "config.json"
     config.write_text(
         json.dumps(
@@ -420,7 +426,7 @@ def start_consumer(
     )
     env = {
         **os.environ,
-        "RRLAB_DATABASE_URL": profiling_db.url.url,
+        "RRLAB_DATABASE_URL": database_url or profiling_db.url.url,
         "RRLAB_CLICKHOUSE_URL": clickhouse_url,
     }
     log = tmp_path / "consumer.log"
