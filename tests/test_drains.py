@@ -76,4 +76,3 @@ def test_a_folder_without_results_says_how_to_make_one(tmp_path) -> None:
         load_drains(tmp_path)
     with pytest.raises(ResultsError, match="neither a drain result nor a results folder"):
         load_drains(tmp_path / "missing")
-
