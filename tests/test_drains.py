@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rrlab.analysis.drains import drain_summary, load_drains
@@ -76,3 +78,23 @@ def test_a_folder_without_results_says_how_to_make_one(tmp_path) -> None:
         load_drains(tmp_path)
     with pytest.raises(ResultsError, match="neither a drain result nor a results folder"):
         load_drains(tmp_path / "missing")
+
+
+def test_results_saved_before_cpu_was_measured_load_without_it(tmp_path) -> None:
+    path = save_drains(tmp_path, "20261126T181356Z", SECONDS)
+    result = json.loads(path.read_text())
+    for drain in result["drains"]:
+        del drain["cpu_s"], drain["clickhouse_cpu_s"]
+    path.write_text(json.dumps(result))
+    drains = load_drains(path)
+    assert drains.height == 6 and drains["cpu_us_per_row"].null_count() == 6
+    assert drains.filter(variant="chdb")["ratio"].to_list() == [0.4, 0.25]
+
+
+def test_a_drain_without_its_rate_is_refused(tmp_path) -> None:
+    path = save_drains(tmp_path, "20261127T074732Z", SECONDS)
+    result = json.loads(path.read_text())
+    del result["drains"][1]["rows_per_s"]
+    path.write_text(json.dumps(result))
+    with pytest.raises(ResultsError, match="rows_per_s"):
+        load_drains(path)

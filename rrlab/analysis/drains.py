@@ -84,11 +84,20 @@ def _result_files(paths: str | Path | Sequence[str | Path], latest: int | None) 
     return files
 
 
+_REQUIRED = ("round", "variant", "rows", "rows_per_s", "seconds")
+
+
 def _drain_rows(path: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
     drains, rows = result.get("drains"), result.get("rows")
-    if not isinstance(drains, list) or not isinstance(rows, int) or rows <= 0:
+    if (
+        not isinstance(drains, list)
+        or not isinstance(rows, int)
+        or rows <= 0
+        or not all(isinstance(d, dict) and all(k in d for k in _REQUIRED) for d in drains)
+    ):
         raise ResultsError(
-            f"{str(path)!r} is not an `rrlab bench drain` result (no 'drains' list or 'rows')."
+            f"{str(path)!r} is not an `rrlab bench drain` result (it needs 'rows' and a "
+            f"'drains' list with {', '.join(_REQUIRED)} in each)."
         )
     ceiling = {d["round"]: d["rows_per_s"] for d in drains if d["variant"] == PG_RECVLOGICAL}
     name, settings = _result_name(path), _changed_settings(result.get("consumer") or {})
@@ -103,16 +112,20 @@ def _drain_rows(path: Path, result: dict[str, Any]) -> list[dict[str, Any]]:
             "ratio": drain["rows_per_s"] / ceiling[drain["round"]]
             if ceiling.get(drain["round"])
             else None,
-            "cpu_us_per_row": drain["cpu_s"] * 1e6 / rows,
-            "clickhouse_cpu_us_per_row": drain["clickhouse_cpu_s"] * 1e6 / rows
-            if drain.get("clickhouse_cpu_s")
-            else None,
+            # results saved before the benchmark measured CPU have none
+            "cpu_us_per_row": _per_row_us(drain.get("cpu_s"), rows),
+            "clickhouse_cpu_us_per_row": _per_row_us(drain.get("clickhouse_cpu_s"), rows),
             "seconds": drain["seconds"],
-            "startup_s": drain["startup_s"],
+            "startup_s": drain.get("startup_s"),
             "path": str(path),
         }
         for drain in drains
     ]
+
+
+def _per_row_us(cpu_s: float | None, rows: int) -> float | None:
+    """µs of CPU per row; None when not measured (0 is the benchmark's "no such process")."""
+    return cpu_s * 1e6 / rows if cpu_s else None
 
 
 def _result_name(path: Path) -> str:
