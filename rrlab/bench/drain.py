@@ -519,5 +519,5 @@ def format_result(result: dict[str, Any]) -> str:
         lines.append(line)
     if not result["all_rows_received"]:
         lines.append("  WARNING: a drain did not receive every change")
-    lines.append(f"saved to {result['saved_to']}")
+    lines.append(f"saved to {result['saved_to']} (notebooks/drain.ipynb plots saved results)")
     return "\n".join(lines)
