@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import pytest
 
 from rrlab.analysis.drains import drain_summary, load_drains
 from rrlab.analysis.plots import drain_ratios
+from rrlab.bench import drain as bench_drain
 from rrlab.exceptions import ResultsError
 from tests.fixtures.saved_drains import ROWS, save_drains
 
@@ -98,3 +100,21 @@ def test_a_drain_without_its_rate_is_refused(tmp_path) -> None:
     path.write_text(json.dumps(result))
     with pytest.raises(ResultsError, match="rows_per_s"):
         load_drains(path)
+
+
+def test_results_of_the_same_second_are_all_kept_and_told_apart(tmp_path, monkeypatch) -> None:
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # noqa: ANN206 - datetime's signature
+            return datetime(2026, 11, 27, 7, 47, 32, tzinfo=tz)
+
+    monkeypatch.setattr(bench_drain, "datetime", Frozen)
+    first = bench_drain.save_result({"rows": 1}, tmp_path)
+    second = bench_drain.save_result({"rows": 2}, tmp_path)
+    assert (first.name, second.name) == (
+        "20261127T074732Z-drain.json",
+        "20261127T074732Z-2-drain.json",
+    )
+    assert json.loads(first.read_text()) == {"rows": 1}
+    save_drains(tmp_path / "other", "20261127T074732Z-2", SECONDS)
+    assert load_drains(tmp_path / "other")["result"][0] == "2026-11-27 07:47:32 UTC (2)"

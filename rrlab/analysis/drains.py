@@ -129,12 +129,14 @@ def _per_row_us(cpu_s: float | None, rows: int) -> float | None:
 
 
 def _result_name(path: Path) -> str:
-    """``2026-11-27 07:47:32 UTC`` from ``20261127T074732Z-drain.json`` (else the file's name)."""
-    stamp = path.name.removesuffix("-drain.json")
+    """``2026-11-27 07:47:32 UTC`` from ``20261127T074732Z-drain.json``, ``… UTC (2)`` from
+    the second result of that second, ``…-2-drain.json`` (else the file's name)."""
+    stamp, _, number = path.name.removesuffix("-drain.json").partition("-")
     try:
-        return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
+        name = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return path.stem
+    return f"{name} ({number})" if number else name
 
 
 def _changed_settings(consumer: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ CPU per row is steadier than rows/s.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -488,12 +489,21 @@ def _drain_once(
 
 
 def save_result(result: dict[str, Any], results_dir: Path) -> Path:
-    """Write the result as ``<results_dir>/bench/<UTC timestamp>-drain.json``."""
+    """Write the result as ``<results_dir>/bench/<UTC timestamp>-drain.json``; a second
+    result of the same second becomes ``<timestamp>-2-drain.json`` (and so on), never
+    overwriting one."""
     folder = results_dir / "bench"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-drain.json"
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for number in itertools.count(1):
+        path = folder / (f"{stamp}-drain.json" if number == 1 else f"{stamp}-{number}-drain.json")
+        try:
+            with path.open("x", encoding="utf-8") as handle:
+                handle.write(json.dumps(result, indent=2))
+        except FileExistsError:
+            continue
+        return path
+    raise AssertionError("unreachable")
 
 
 def format_result(result: dict[str, Any]) -> str:
