@@ -1,14 +1,18 @@
-"""The HTML report of a run: notebooks/run.ipynb executed on the run folder, exported to one
-self-contained file (plotly.js embedded once, no CDN, opens offline)."""
+"""The HTML report of a run (notebooks/run.ipynb executed on the run folder) and of the saved
+drain benchmark results (notebooks/drain.ipynb), each exported to one self-contained file
+(plotly.js embedded once, no CDN, opens offline)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from rrlab.analysis.drains import load_drains
 from rrlab.analysis.load import load_run
 from rrlab.exceptions import ResultsError
 
-RUN_NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "run.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+RUN_NOTEBOOK = NOTEBOOKS / "run.ipynb"
+DRAIN_NOTEBOOK = NOTEBOOKS / "drain.ipynb"
 KERNEL = "python3"
 
 # nbconvert's lab template with the blocks that load require.js, MathJax and Mermaid from CDNs
@@ -27,8 +31,25 @@ def render_report(
     ``report.html``; returns the report's path. Code cells are hidden unless ``show_code``."""
     run = load_run(run_dir)
     executed = execute_notebook(notebook, run.path / "run.ipynb", {"run_dir": str(run.path)})
-    report = run.path / "report.html"
     html = export_html(executed, title=f"rrlab · {run.label}", show_code=show_code)
+    return _write(run.path / "report.html", html)
+
+
+def render_drain_report(
+    results_dir: str | Path = "results", *, latest: int = 6, show_code: bool = False
+) -> Path:
+    """Execute notebooks/drain.ipynb on the ``latest`` drain results saved under
+    ``results_dir`` into ``bench/drain.ipynb``, then write ``bench/drain-report.html``;
+    returns the report's path."""
+    bench = Path(results_dir).expanduser().absolute() / "bench"
+    load_drains(bench.parent, latest=latest)  # no saved results: the loader's error, first
+    parameters = {"results_dir": str(bench.parent), "latest": latest}
+    executed = execute_notebook(DRAIN_NOTEBOOK, bench / "drain.ipynb", parameters)
+    html = export_html(executed, title="rrlab · drain benchmark", show_code=show_code)
+    return _write(bench / "drain-report.html", html)
+
+
+def _write(report: Path, html: str) -> Path:
     try:
         report.write_text(html, encoding="utf-8")
     except OSError as exc:

@@ -78,7 +78,7 @@ def test_a_file_that_is_not_a_drain_result_is_named(tmp_path, content, message) 
 def test_a_folder_without_results_says_how_to_make_one(tmp_path) -> None:
     with pytest.raises(ResultsError, match=r"rrlab bench drain --output"):
         load_drains(tmp_path)
-    with pytest.raises(ResultsError, match="neither a drain result nor a results folder"):
+    with pytest.raises(ResultsError, match="missing' does not exist; give a saved drain result"):
         load_drains(tmp_path / "missing")
 
 

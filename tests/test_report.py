@@ -14,6 +14,7 @@ from rrlab.cli.main import main
 from rrlab.exceptions import ResultsError
 from rrlab.report import render_report
 from tests.fixtures.fabricated_run import fabricate_run
+from tests.fixtures.saved_drains import save_drains
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 EXTERNAL = re.compile(
@@ -95,3 +96,22 @@ def test_a_failing_notebook_is_a_clear_error(tmp_path):
     nbformat.write(nb, broken)
     with pytest.raises(ResultsError, match=r"failed in cell .*ZeroDivisionError.*partly executed"):
         render_report(fabricate_run(tmp_path), notebook=broken)
+
+
+def test_bench_report_renders_the_saved_drain_results_offline(tmp_path, capsys):
+    fast = {"pg_recvlogical": [0.02, 0.03], "mock": [0.025, 0.03], "chdb": [0.05, 0.06]}
+    save_drains(tmp_path, "20261127T070000Z", fast)
+    assert main(["bench", "report", "--output", str(tmp_path)]) == 0
+    report = Path(capsys.readouterr().out.strip())
+    assert report == tmp_path / "bench" / "drain-report.html"
+    assert (report.parent / "drain.ipynb").is_file()  # the executed notebook, beside it
+    html = report.read_text(encoding="utf-8")
+    assert html.count("* plotly.js v") == 1 and html.count('class="plotly-graph-div"') == 2
+    assert not EXTERNAL.findall(html), EXTERNAL.findall(html)[:3]
+    assert "init_notebook" not in html  # code hidden
+
+
+def test_bench_report_without_saved_results_says_how_to_make_them(tmp_path, capsys):
+    assert main(["bench", "report", "--output", str(tmp_path)]) == 2
+    assert f"rrlab bench drain --output {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "bench").exists()

@@ -79,8 +79,13 @@ def _result_files(paths: str | Path | Sequence[str | Path], latest: int | None) 
             files += found[-latest:] if latest else found
         elif entry.is_file():
             files.append(entry)
-        else:
+        elif entry.exists():
             raise ResultsError(f"{str(entry)!r} is neither a drain result nor a results folder.")
+        else:
+            raise ResultsError(
+                f"{str(entry)!r} does not exist; give a saved drain result, or the results "
+                "folder `rrlab bench drain --output` saved into (results by default)."
+            )
     return files
 
 

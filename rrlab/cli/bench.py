@@ -1,4 +1,5 @@
-"""``rrlab bench drain``: the consumer's drain speed against ``pg_recvlogical``, as flags."""
+"""``rrlab bench drain``: the consumer's drain speed against ``pg_recvlogical``, as flags;
+``rrlab bench report``: the saved results as an HTML report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 
 from rrlab.bench.drain import DrainOptions, drain_bench, format_result
 from rrlab.cli.main import overrides_from
+from rrlab.exceptions import ConfigError
+from rrlab.report import render_drain_report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,9 +46,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     drain.add_argument("--output", default=defaults.results_dir, metavar="DIR")
     drain.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    report = benches.add_parser(
+        "report",
+        help="the saved drain results as an offline HTML report",
+        description="Execute notebooks/drain.ipynb on the newest drain results saved under "
+        "the results folder and export it to <results>/bench/drain-report.html (self-contained, "
+        "opens offline).",
+    )
+    report.add_argument(
+        "--output",
+        default=defaults.results_dir,
+        metavar="DIR",
+        help="the results folder the drains were saved in (default results)",
+    )
+    report.add_argument(
+        "--latest",
+        type=int,
+        default=6,
+        metavar="N",
+        help="how many of the newest results to show (default 6)",
+    )
+    report.add_argument("--show-code", action="store_true",
+                        help="keep the notebook's code cells in the report")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.bench == "report":
+        if args.latest < 1:
+            raise ConfigError(f"--latest must be at least 1 (got {args.latest}).")
+        print(render_drain_report(args.output, latest=args.latest, show_code=args.show_code))
+        return 0
     overrides = overrides_from(args.set)
     options = DrainOptions(
         inserts=args.inserts,
