@@ -16,6 +16,7 @@ import argparse
 import resource
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import chdb
@@ -28,9 +29,20 @@ DATABASE = "bench"
 SAMPLE_ROWS = 5_000
 
 
-def _cpu_s() -> float:
+def cpu_s() -> float:
+    """CPU seconds of this process so far (user + system: chdb works in its threads)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def insert_statement(
+    table: str, columns: Sequence[str], fmt: str, settings: Mapping[str, Any]
+) -> bytes:
+    """``INSERT INTO bench.<table> (<columns>) SETTINGS … FORMAT <fmt>`` and a newline: the
+    head of a query whose data follows, as the embedded endpoint runs inserts."""
+    listed = ", ".join(f"{key} = '{value}'" for key, value in settings.items())
+    names = ", ".join(columns)
+    return f"INSERT INTO {DATABASE}.{table} ({names}) SETTINGS {listed} FORMAT {fmt}\n".encode()
 
 
 def measure(
@@ -41,14 +53,14 @@ def measure(
     bodies = [encode_rows(rows[i : i + size]) for i in range(0, len(rows), size)]
     session.query(f"TRUNCATE TABLE {DATABASE}.task_runs_v2")
     inserted, inserts = 0, 0
-    started = _cpu_s()
+    started = cpu_s()
     while inserted < total:
         for body in bodies:
             session.query(head + body, "TSV")
             inserted += body.count(b"\n") + 1
             inserts += 1
-    inserting = _cpu_s() - started
-    return inserting / inserted * 1e6, inserting / inserts * 1e3, _cpu_s(), inserted
+    inserting = cpu_s() - started
+    return inserting / inserted * 1e6, inserting / inserts * 1e3, cpu_s(), inserted
 
 
 def main() -> None:
@@ -58,12 +70,8 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds of merges after")
     args = parser.parse_args()
     columns = insert_columns()
-    names = ", ".join(name for name, _ in columns)
-    settings = ", ".join(f"{key} = '{value}'" for key, value in INSERT_SETTINGS.items())
-    head = (
-        f"INSERT INTO {DATABASE}.task_runs_v2 ({names}) SETTINGS {settings} "
-        f"FORMAT {INSERT_FORMAT}\n"
-    ).encode()
+    names = [name for name, _ in columns]
+    head = insert_statement("task_runs_v2", names, INSERT_FORMAT, INSERT_SETTINGS)
     rows = make_rows(SAMPLE_ROWS, columns)
     with tempfile.TemporaryDirectory() as data_dir:
         session = chdb.connect(data_dir)
@@ -76,7 +84,7 @@ def main() -> None:
             total = min(args.rows, 200 * size)  # tiny batches: 200 inserts are enough
             per_row, per_insert, settled_from, inserted = measure(session, head, rows, size, total)
             time.sleep(args.settle)
-            merges = (_cpu_s() - settled_from) / inserted * 1e6
+            merges = (cpu_s() - settled_from) / inserted * 1e6
             print(f"{size:10d} | {per_row:20.1f} | {per_insert:13.2f} | {merges:8.1f}")
         session.close()
 

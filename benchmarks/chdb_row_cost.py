@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import statistics
 import struct
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 
 import chdb
 import orjson
+from chdb_insert_cost import DATABASE, cpu_s, insert_statement
 from chdb_insert_formats import insert_columns
 from hot_path_bench import CAPTURE, assemble, capture, load_messages
 
@@ -37,7 +37,6 @@ from rrlab.service.events import Transaction
 from rrlab.service.sinks import INSERT_FORMAT, INSERT_SETTINGS, encode_rows
 from rrlab.service.transactions import TransactionAssembler
 
-DATABASE = "bench"
 Row = Sequence[Any]
 
 
@@ -102,12 +101,6 @@ def row_binary(rows: Sequence[Row], types: Sequence[str]) -> bytes:
     return b"".join(b"".join(map(_binary, row, types)) for row in rows)
 
 
-def _statement(table: str, columns: Sequence[str], fmt: str, settings: dict[str, Any]) -> bytes:
-    listed = ", ".join(f"{key} = '{value}'" for key, value in settings.items())
-    names = ", ".join(columns)
-    return f"INSERT INTO {DATABASE}.{table} ({names}) SETTINGS {listed} FORMAT {fmt}\n".encode()
-
-
 def create_variants(session: Any) -> None:
     """rrlab's tables, plus task_runs_v2 and payload variants with parts of them removed."""
     statements = [s for m in migrations(DATABASE) for s in m.statements]
@@ -166,7 +159,7 @@ def main() -> None:
     inserts = {}
     for label, (fmt, settings, encode) in encodings.items():
         for table, columns, rows, row_types in tables:
-            head = _statement(table, columns, fmt, settings)
+            head = insert_statement(table, columns, fmt, settings)
             bodies = [
                 head + encode(rows[i : i + args.batch], row_types)
                 for i in range(0, len(rows), args.batch)
@@ -181,10 +174,10 @@ def main() -> None:
             for (table, label), (bodies, count) in inserts.items():
                 if table != "t_null":
                     session.query(f"TRUNCATE TABLE {DATABASE}.{table}")
-                started = _cpu_s()
+                started = cpu_s()
                 for body in bodies:
                     session.query(body, "TSV")
-                spent[(table, label)].append((_cpu_s() - started) / count * 1e6)
+                spent[(table, label)].append((cpu_s() - started) / count * 1e6)
         session.close()
     print(f"{len(tasks)} task rows, {len(payloads)} payload rows, {args.batch} rows per insert")
     print(f"{'table':26s} | {INSERT_FORMAT} µs/row (range) | RowBinary µs/row (range)")
@@ -194,11 +187,6 @@ def main() -> None:
             values = spent[(table, label)]
             cells.append(f"{statistics.median(values):5.1f} ({min(values):.1f}–{max(values):.1f})")
         print(f"{table:26s} | " + " | ".join(cells))
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

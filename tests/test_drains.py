@@ -9,7 +9,7 @@ import pytest
 
 from rrlab.analysis.drains import drain_summary, load_drains
 from rrlab.analysis.plots import drain_ratios
-from rrlab.bench import drain as bench_drain
+from rrlab.bench import saved
 from rrlab.exceptions import ResultsError
 from tests.fixtures.saved_drains import ROWS, save_drains
 
@@ -108,9 +108,9 @@ def test_results_of_the_same_second_are_all_kept_and_told_apart(tmp_path, monkey
         def now(cls, tz=None):  # noqa: ANN206 - datetime's signature
             return datetime(2026, 11, 27, 7, 47, 32, tzinfo=tz)
 
-    monkeypatch.setattr(bench_drain, "datetime", Frozen)
-    first = bench_drain.save_result({"rows": 1}, tmp_path)
-    second = bench_drain.save_result({"rows": 2}, tmp_path)
+    monkeypatch.setattr(saved, "datetime", Frozen)
+    first = saved.save_result({"rows": 1}, tmp_path)
+    second = saved.save_result({"rows": 2}, tmp_path)
     assert (first.name, second.name) == (
         "20261127T074732Z-drain.json",
         "20261127T074732Z-2-drain.json",

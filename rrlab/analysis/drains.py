@@ -11,11 +11,11 @@ from typing import Any
 import polars as pl
 
 from rrlab.analysis.load import read_json
+from rrlab.bench.saved import CHDB, FOLDER, MOCK, PG_RECVLOGICAL, SUFFIX, TIME_FORMAT, saved_results
 from rrlab.config import ConsumerConfig
 from rrlab.exceptions import ResultsError
 
-PG_RECVLOGICAL = "pg_recvlogical"
-TARGET_RATIOS = {"mock": 0.9, "chdb": 0.6}
+TARGET_RATIOS = {MOCK: 0.9, CHDB: 0.6}
 """Issue 7's targets: each consumer's drain rate as a share of pg_recvlogical's."""
 # the benchmark names its own slot and publication: not a setting anyone chose
 _OWN_SETTINGS = ("slot_name", "publication_name")
@@ -26,11 +26,6 @@ DRAIN_COLUMNS: dict[str, Any] = {
     "cpu_us_per_row": pl.Float64, "clickhouse_cpu_us_per_row": pl.Float64,
     "seconds": pl.Float64, "startup_s": pl.Float64, "path": pl.Utf8,
 }  # fmt: skip
-
-
-def find_drain_results(results_dir: str | Path = "results") -> list[Path]:
-    """The saved drain results under ``results_dir``, oldest first."""
-    return sorted(Path(results_dir).expanduser().glob("bench/*-drain.json"))
 
 
 def load_drains(
@@ -70,10 +65,10 @@ def _result_files(paths: str | Path | Sequence[str | Path], latest: int | None) 
     files: list[Path] = []
     for entry in map(Path, listed):
         if entry.is_dir():
-            found = find_drain_results(entry)
+            found = saved_results(entry)
             if not found:
                 raise ResultsError(
-                    f"No saved drain results in {str(entry)!r} (looked for bench/*-drain.json); "
+                    f"No saved drain results in {str(entry)!r} (looked for {FOLDER}/*{SUFFIX}); "
                     f"run `rrlab bench drain --output {entry}` first."
                 )
             files += found[-latest:] if latest else found
@@ -136,9 +131,9 @@ def _per_row_us(cpu_s: float | None, rows: int) -> float | None:
 def _result_name(path: Path) -> str:
     """``2026-11-27 07:47:32 UTC`` from ``20261127T074732Z-drain.json``, ``… UTC (2)`` from
     the second result of that second, ``…-2-drain.json`` (else the file's name)."""
-    stamp, _, number = path.name.removesuffix("-drain.json").partition("-")
+    stamp, _, number = path.name.removesuffix(SUFFIX).partition("-")
     try:
-        name = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%d %H:%M:%S UTC")
+        name = datetime.strptime(stamp, TIME_FORMAT).strftime("%Y-%m-%d %H:%M:%S UTC")
     except ValueError:
         return path.stem
     return f"{name} ({number})" if number else name

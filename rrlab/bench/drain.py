@@ -17,7 +17,6 @@ CPU per row is steadier than rows/s.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -32,12 +31,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from rrlab.bench.saved import CHDB, MOCK, PG_RECVLOGICAL, VARIANTS, save_result
 from rrlab.config import RunConfig, load_config
 from rrlab.exceptions import ConfigError, RunError
 from rrlab.infra.ch_migrations import run_migrations
@@ -59,8 +58,6 @@ from rrlab.urls import PostgresUrl
 
 log = logging.getLogger(__name__)
 
-PG_RECVLOGICAL, MOCK, CHDB = "pg_recvlogical", "mock", "chdb"
-VARIANTS = (PG_RECVLOGICAL, MOCK, CHDB)
 WRITE_BATCH = 500
 BENCH_DATABASE = "rrlab_bench"
 BENCH_SLOT = "rrlab_bench_slot"
@@ -486,24 +483,6 @@ def _drain_once(
         finally:
             client.command(f"DROP DATABASE IF EXISTS {database}")
             client.close()
-
-
-def save_result(result: dict[str, Any], results_dir: Path) -> Path:
-    """Write the result as ``<results_dir>/bench/<UTC timestamp>-drain.json``; a second
-    result of the same second becomes ``<timestamp>-2-drain.json`` (and so on), never
-    overwriting one."""
-    folder = results_dir / "bench"
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for number in itertools.count(1):
-        path = folder / (f"{stamp}-drain.json" if number == 1 else f"{stamp}-{number}-drain.json")
-        try:
-            with path.open("x", encoding="utf-8") as handle:
-                handle.write(json.dumps(result, indent=2))
-        except FileExistsError:
-            continue
-        return path
-    raise AssertionError("unreachable")
 
 
 def format_result(result: dict[str, Any]) -> str:

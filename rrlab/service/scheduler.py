@@ -192,7 +192,7 @@ class FlushScheduler:
     def held_bytes(self) -> int:
         """What the pending entries and the in-flight batches hold (0 without ``size_of``)."""
         with self._lock:
-            return self._pending_bytes + self._in_flight_bytes
+            return self._held()
 
     def flush_pending(self) -> None:
         """Start a flush of whatever is pending as soon as a slot is free (e.g. at shutdown)."""
@@ -258,18 +258,21 @@ class FlushScheduler:
         ):
             return
         self._blocked_logged_at = now
-        held = (self._pending_bytes + self._in_flight_bytes) / (1 << 20)
         log.info(
             "receive loop waiting for a flush to finish: %d flushes in flight, %d changes "
             "pending, %.1f MB of rows held; PostgreSQL keeps the rest of the stream",
             self._in_flight,
             len(self._pending),
-            held,
+            self._held() / (1 << 20),
         )
+
+    def _held(self) -> int:
+        """Bytes of the pending entries and the in-flight batches (lock held)."""
+        return self._pending_bytes + self._in_flight_bytes
 
     def _over_budget(self) -> bool:
         limit = self._max_held_bytes
-        return limit is not None and self._pending_bytes + self._in_flight_bytes >= limit
+        return limit is not None and self._held() >= limit
 
     def _take_batch(self) -> tuple[int, list[Any], int] | None:
         """Drain the pending map into a batch if a flush slot is free (lock held)."""

@@ -6,15 +6,16 @@ import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
 
-from rrlab.analysis.drains import PG_RECVLOGICAL, TARGET_RATIOS, drain_summary
+from rrlab.analysis.drains import TARGET_RATIOS, drain_summary
 from rrlab.analysis.plots._common import SERIES_COLORS, finish
+from rrlab.bench.saved import CHDB, MOCK, PG_RECVLOGICAL
 
 # what each bar of CPU per row stands for: (variant, column, name)
 CPU_BARS = (
     (PG_RECVLOGICAL, "cpu_us_per_row", "pg_recvlogical"),
-    ("mock", "cpu_us_per_row", "consumer, mock sink"),
-    ("chdb", "cpu_us_per_row", "consumer, chdb sink"),
-    ("chdb", "clickhouse_cpu_us_per_row", "embedded ClickHouse"),
+    (MOCK, "cpu_us_per_row", "consumer, mock sink"),
+    (CHDB, "cpu_us_per_row", "consumer, chdb sink"),
+    (CHDB, "clickhouse_cpu_us_per_row", "embedded ClickHouse"),
 )
 
 
@@ -60,7 +61,7 @@ def drain_ratios(drains: pl.DataFrame) -> go.Figure:
                    hovertemplate=f"{name}: %{{y:.1f}} µs<extra></extra>"),
             row=2, col=1,
         )  # fmt: skip
-    fig.update_layout(barmode="group", scattermode="group", hovermode="closest")
+    fig.update_layout(barmode="group", scattermode="group")
     fig.update_xaxes(tickangle=0)
     fig.update_xaxes(showticklabels=False, row=1, col=1)  # the same results as below
     fig.update_yaxes(title_text="rows/s over pg_recvlogical's", row=1, col=1)
